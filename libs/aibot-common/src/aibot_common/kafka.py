@@ -1,0 +1,160 @@
+"""Kafka plumbing shared by every service: clients, topic creation, serde and headers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from aibot_common import telemetry
+from aibot_common.envelope import Envelope
+from aibot_common.settings import KafkaSettings
+from aibot_common.topics import ALL_TOPICS, DEAD_LETTERS, SINGLE_PARTITION, Topic
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+CONTENT_TYPE = ("content-type", b"application/json")
+
+
+@dataclass
+class OutRecord:
+    """One record to produce. `partition` pins changelog records to their input's partition."""
+
+    topic: str
+    key: str
+    value: bytes | None
+    headers: Headers = field(default_factory=list)
+    partition: int | None = None
+
+    @classmethod
+    def of(cls, topic: Topic | str, envelope: Envelope, headers: Headers | None = None) -> OutRecord:
+        name = topic.name if isinstance(topic, Topic) else topic
+        base = [CONTENT_TYPE, ("schema-version", str(envelope.schema_version).encode())]
+        return cls(topic=name, key=envelope.key, value=envelope.to_bytes(), headers=base + (headers or []))
+
+
+def connection_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+        kwargs["ssl_context"] = context
+    if settings.sasl_mechanism:
+        kwargs["sasl_mechanism"] = settings.sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.sasl_username
+        kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    return kwargs
+
+
+def make_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
+    # acks=all: a write is acknowledged only once every in-sync replica has it, which is what lets
+    # the ingress answer the platform 200 without risking loss. Idempotence is left off because
+    # it needs InitProducerId, which some Kafka-protocol brokers lack; consumers dedupe by id.
+    return AIOKafkaProducer(
+        client_id=client_id,
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=30000,
+        max_request_size=4 * 1024 * 1024,
+        **connection_kwargs(settings),
+    )
+
+
+def make_consumer(settings: KafkaSettings, group_id: str | None, client_id: str, **extra: Any) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        group_id=group_id,
+        client_id=client_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_uncommitted",
+        max_poll_records=500,
+        session_timeout_ms=30000,
+        heartbeat_interval_ms=3000,
+        rebalance_timeout_ms=60000,
+        **connection_kwargs(settings),
+        **extra,
+    )
+
+
+async def ensure_topics(settings: KafkaSettings, topics: Iterable[Topic] = ALL_TOPICS, attempts: int = 30) -> None:
+    """Create the pipeline topics that are missing. Retries while the broker starts up."""
+    wanted = list(topics)
+    last_error: Exception | None = None
+    for attempt in range(attempts):
+        admin = AIOKafkaAdminClient(client_id="aibot-admin", **connection_kwargs(settings))
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t.name not in existing]
+            if missing:
+                new = [
+                    NewTopic(
+                        name=t.name,
+                        num_partitions=1 if t.name in SINGLE_PARTITION else settings.partitions,
+                        replication_factor=settings.replication_factor,
+                        topic_configs=t.creation_config(),
+                    )
+                    for t in missing
+                ]
+                try:
+                    await admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass  # another replica won the race
+                log.info("created topics", extra={"topics": [t.name for t in missing]})
+            return
+        except (KafkaError, OSError) as exc:
+            last_error = exc
+            await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+        finally:
+            await admin.close()
+    raise RuntimeError(f"could not create topics on {settings.bootstrap_servers}: {last_error}")
+
+
+async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
+    """Produce records and wait until the broker acknowledged every one of them."""
+    futures = []
+    for record in records:
+        headers = record.headers + telemetry.inject_trace_headers()
+        futures.append(
+            await producer.send(
+                record.topic, value=record.value, key=record.key.encode(), headers=headers, partition=record.partition
+            )
+        )
+        telemetry.MESSAGES_PRODUCED.labels(topic=record.topic).inc()
+    if futures:
+        await asyncio.gather(*futures)
+
+
+def dead_letter(
+    source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: BaseException, reason: str
+) -> OutRecord:
+    """A record for the dead-letter topic; the original bytes are kept so it can be replayed."""
+    return OutRecord(
+        topic=DEAD_LETTERS.name,
+        key=(key or b"").decode(errors="replace"),
+        value=value,
+        headers=[
+            ("dlq-source-topic", source_topic.encode()),
+            ("dlq-source-partition", str(partition).encode()),
+            ("dlq-source-offset", str(offset).encode()),
+            ("dlq-error-type", type(error).__name__.encode()),
+            ("dlq-reason", reason[:1000].encode()),
+        ],
+    )
+
+
+def header(headers: Sequence[tuple[str, bytes]] | None, name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name:
+            return value.decode(errors="replace")
+    return None

@@ -1,0 +1,278 @@
+"""Configuration: one file for the whole deployment, environment variables on top.
+
+Sources, highest priority first:
+1. environment variables `AIBOT_*`, nested with `__` (`AIBOT_KAFKA__BOOTSTRAP_SERVERS`,
+   `AIBOT_TELEGRAM__BOT_TOKEN`);
+2. the YAML file named by `AIBOT_CONFIG` (the operator's `models:` list, `telegram:` block...), in
+   which `${VAR}` and `${VAR:-default}` are replaced from the environment, so keys stay in
+   environment variables or Kubernetes Secrets and the file itself can live in a ConfigMap;
+3. defaults that run the local stack.
+
+Every service reads the same settings: one file describes one deployment. Settings are built once
+in a service's `__main__`, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from aibot_common.envelope import Platform
+
+PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx", "todo"}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot run; the message says what to change."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    partitions: int = Field(default=12, ge=1, le=1000, description="Partitions per pipeline topic.")
+    replication_factor: int = Field(default=1, ge=1, le=10)
+    create_topics: bool = Field(default=True, description="Create missing topics at start-up.")
+
+
+class ModelConfig(_Section):
+    """One entry of the operator's `models:` list."""
+
+    name: str
+    type: Literal["llm", "asr"]
+    endpoint: str | None = Field(default=None, description="OpenAI-compatible chat completions URL.")
+    api_key: SecretStr | None = None
+    max_tokens: int = Field(default=1024, ge=1)
+    model: str | None = Field(default=None, description="Model id sent to the API; defaults to name.")
+    timeout_s: float = Field(default=120.0, gt=0)
+    temperature: float | None = None
+    # asr only
+    framework: Literal["whisper"] = "whisper"
+    language: str | None = Field(default=None, description="e.g. zh-CN, en; empty or 'auto' to detect.")
+    device: Literal["cuda", "cpu", "auto"] = "auto"
+    model_path: str | None = Field(default=None, description="Folder of a CTranslate2 Whisper model.")
+    compute_type: str | None = Field(default=None, description="Default float16 on CUDA, int8 on CPU.")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ModelConfig:
+        if self.type == "llm" and not self.endpoint:
+            raise ValueError(f"model {self.name!r}: an llm model needs an endpoint (chat completions URL)")
+        return self
+
+    @property
+    def api_model(self) -> str:
+        return self.model or self.name
+
+
+class TelegramWebhook(_Section):
+    url: str | None = Field(default=None, description="Public HTTPS URL Telegram posts updates to.")
+    secret_token: SecretStr | None = None
+    path: str = "/telegram/webhook"
+
+    @field_validator("secret_token")
+    @classmethod
+    def _token_chars(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()):
+            raise ValueError("telegram.webhook.secret_token must be 1-256 characters of A-Z a-z 0-9 _ -")
+        return value
+
+
+class TelegramConfig(_Section):
+    enabled: bool = True
+    bot_token: SecretStr | None = None
+    api_base_url: str = Field(default="https://api.telegram.org", description="Bot API server base URL.")
+    mode: Literal["webhook", "polling"] = "webhook"
+    webhook: TelegramWebhook = Field(default_factory=TelegramWebhook)
+    max_connections: int = Field(default=100, ge=1, le=100)
+    allowed_updates: list[Literal["message", "edited_message", "callback_query"]] = Field(
+        default_factory=lambda: ["message", "edited_message", "callback_query"]
+    )
+    drop_pending_updates: bool = False
+    polling_timeout_s: int = Field(default=30, ge=0, le=50)
+    # Telegram's flood limits (python-telegram-bot's FloodLimit): 30 messages/s overall.
+    messages_per_second: float = Field(default=30.0, gt=0)
+    group_messages_per_minute: float = Field(default=20.0, gt=0)
+
+
+class FeishuConfig(_Section):
+    enabled: bool = False
+    app_id: str | None = None
+    app_secret: SecretStr | None = None
+    verification_token: SecretStr | None = None
+    encrypt_key: SecretStr | None = None
+    domain: str = Field(default="https://open.feishu.cn", description="Open API base URL.")
+    event_path: str = "/feishu/events"
+    timestamp_window_s: int = Field(default=300, ge=1, description="Reject signed events older than this.")
+    bot_open_id: str | None = Field(default=None, description="The bot's open_id, to spot its @mention.")
+    bot_name: str | None = None
+    dedupe_ttl_s: int = Field(default=8 * 3600, ge=60)
+
+
+class HttpSettings(_Section):
+    host: str = "0.0.0.0"
+    port: int | None = Field(default=None, description="Defaults to the service's own port.")
+
+
+class CoreSettings(_Section):
+    model: str | None = Field(default=None, description="Name of the llm model to use; the first if unset.")
+    system_prompt: str = "You are ai-bot, a helpful assistant in a chat. Answer concisely."
+    history_max_turns: int = Field(default=20, ge=1)
+    history_max_tokens: int = Field(default=3000, ge=100)
+    max_in_flight: int = Field(default=512, ge=1, description="Messages processed at once per replica.")
+    llm_attempts: int = Field(default=3, ge=1)
+
+
+class RendererSettings(_Section):
+    show_transcript: bool = Field(default=True, description="Quote what was heard above a voice answer.")
+    max_in_flight: int = Field(default=512, ge=1)
+    send_attempts: int = Field(default=6, ge=1)
+
+
+class AsrSettings(_Section):
+    model: str | None = Field(default=None, description="Name of the asr model; the first if unset.")
+    max_duration_s: float = Field(default=300.0, gt=0)
+    max_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    download_timeout_s: float = Field(default=30.0, gt=0)
+    transcribe_timeout_s: float = Field(default=120.0, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    workers: int = Field(default=1, ge=1, description="Transcriptions run at once per replica.")
+
+
+class ObservabilitySettings(_Section):
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    otlp_endpoint: str | None = Field(default=None, description="OTLP/HTTP traces endpoint; off if unset.")
+    error_log_path: str | None = Field(default=None, description="Error lines also go to this file.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AIBOT_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
+
+    environment: Literal["local", "production"] = "local"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    models: list[ModelConfig] = Field(default_factory=list)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    feishu: FeishuConfig = Field(default_factory=FeishuConfig)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    core: CoreSettings = Field(default_factory=CoreSettings)
+    renderer: RendererSettings = Field(default_factory=RendererSettings)
+    asr: AsrSettings = Field(default_factory=AsrSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlFileSource(settings_cls), file_secret_settings)
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        secrets = {
+            "telegram.bot_token": self.telegram.bot_token,
+            "telegram.webhook.secret_token": self.telegram.webhook.secret_token,
+            "feishu.app_secret": self.feishu.app_secret,
+            "feishu.verification_token": self.feishu.verification_token,
+            "feishu.encrypt_key": self.feishu.encrypt_key,
+        } | {f"models[{m.name}].api_key": m.api_key for m in self.models}
+        for name, secret in secrets.items():
+            if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"{name} is a placeholder value; set the real secret for production")
+        return self
+
+    def llm_model(self) -> ModelConfig:
+        return self._pick("llm", self.core.model)
+
+    def asr_model(self) -> ModelConfig:
+        return self._pick("asr", self.asr.model)
+
+    def _pick(self, kind: str, name: str | None) -> ModelConfig:
+        candidates = [m for m in self.models if m.type == kind]
+        if name:
+            candidates = [m for m in candidates if m.name == name]
+        if not candidates:
+            wanted = f"named {name!r} " if name else ""
+            raise ConfigError(f"no {kind} model {wanted}in the models list; add one to the config file")
+        return candidates[0]
+
+    def enabled_platforms(self) -> list[Platform]:
+        platforms = []
+        if self.telegram.enabled:
+            platforms.append(Platform.TELEGRAM)
+        if self.feishu.enabled:
+            platforms.append(Platform.FEISHU)
+        return platforms
+
+
+def expand_env(value: Any, environ: dict[str, str] | None = None) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in every string of a loaded YAML document."""
+    env = os.environ if environ is None else environ
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"the config file refers to ${{{name}}}, which is not set in the environment")
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, list):
+        return [expand_env(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: expand_env(v, env) for k, v in value.items()}
+    return value
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("AIBOT_CONFIG")
+        if not path:
+            return {}
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"AIBOT_CONFIG points to {path}, which is not a file")
+        try:
+            data = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} must hold a mapping at the top level")
+        return expand_env(data)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings or fail with one readable message (never a secret in it)."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None

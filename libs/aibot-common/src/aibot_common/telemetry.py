@@ -1,0 +1,216 @@
+"""Logs, metrics and traces, one way for every service.
+
+- Logs: JSON lines with service, trace id and conversation id; personal data masked and known
+  secrets redacted before a line is written; ERROR lines also go to a separate stream.
+- Metrics: prometheus-client, every series defined here so the dashboard and alert rules can be
+  checked against one list (`METRIC_NAMES`).
+- Traces: OpenTelemetry; the W3C trace context rides in Kafka headers from hop to hop.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Counter, Gauge, Histogram
+from pythonjsonlogger.json import JsonFormatter
+
+# ---------------------------------------------------------------- metrics
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+
+MESSAGES_CONSUMED = Counter("aibot_messages_consumed_total", "Records consumed", ["topic", "group"])
+MESSAGES_PRODUCED = Counter("aibot_messages_produced_total", "Records produced", ["topic"])
+STAGE_SECONDS = Histogram(
+    "aibot_stage_seconds", "Time to handle one record in a stage", ["stage"], buckets=LATENCY_BUCKETS
+)
+STAGE_ERRORS = Counter("aibot_stage_errors_total", "Records a stage failed to handle", ["stage", "error"])
+DEAD_LETTERS = Counter("aibot_dead_letters_total", "Records sent to the dead-letter topic", ["stage", "error"])
+END_TO_END_SECONDS = Histogram(
+    "aibot_end_to_end_seconds",
+    "From the platform event to the delivered reply",
+    ["platform", "origin"],
+    buckets=LATENCY_BUCKETS,
+)
+INGRESS_EVENTS = Counter("aibot_ingress_events_total", "Platform events received", ["platform", "outcome"])
+LLM_SECONDS = Histogram("aibot_llm_seconds", "LLM call duration", ["model"], buckets=LATENCY_BUCKETS)
+LLM_TOKENS = Counter("aibot_llm_tokens_total", "Tokens used", ["model", "kind"])
+LLM_ERRORS = Counter("aibot_llm_errors_total", "LLM calls that failed", ["model", "reason"])
+ASR_SECONDS = Histogram("aibot_asr_seconds", "Transcription duration", ["model"], buckets=LATENCY_BUCKETS)
+ASR_AUDIO_SECONDS = Counter("aibot_asr_audio_seconds_total", "Seconds of audio transcribed", ["model"])
+PLATFORM_API_CALLS = Counter(
+    "aibot_platform_api_calls_total", "Platform API calls by outcome", ["platform", "method", "code"]
+)
+IN_FLIGHT = Gauge("aibot_in_flight", "Records being handled right now", ["stage"])
+CONSUMER_LAG = Gauge("aibot_consumer_lag", "Records waiting per partition", ["topic", "partition", "group"])
+USER_MESSAGES = Counter("aibot_user_messages_total", "Messages from users", ["platform"])
+ACTIVE_USERS = Gauge("aibot_active_users", "Distinct users seen today (UTC) by this replica", ["platform"])
+
+METRIC_NAMES = {
+    m._name  # type: ignore[attr-defined]
+    for m in (
+        MESSAGES_CONSUMED,
+        MESSAGES_PRODUCED,
+        STAGE_SECONDS,
+        STAGE_ERRORS,
+        DEAD_LETTERS,
+        END_TO_END_SECONDS,
+        INGRESS_EVENTS,
+        LLM_SECONDS,
+        LLM_TOKENS,
+        LLM_ERRORS,
+        ASR_SECONDS,
+        ASR_AUDIO_SECONDS,
+        PLATFORM_API_CALLS,
+        IN_FLIGHT,
+        CONSUMER_LAG,
+        USER_MESSAGES,
+        ACTIVE_USERS,
+    )
+}
+
+# ---------------------------------------------------------------- logs
+
+conversation_var: ContextVar[str | None] = ContextVar("conversation", default=None)
+
+_MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
+    # Chinese resident ID: 17 digits + digit or X.
+    (re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)"), "[id-card]"),
+    # Bank cards: 13-19 digits, optionally grouped by spaces or dashes.
+    (re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), "[card]"),
+    # Phone numbers: +country and 7-14 digits with separators, or CN mobiles.
+    (re.compile(r"(?<![\w])\+\d{1,3}[ -]?(?:\d[ -]?){6,13}\d(?!\d)"), "[phone]"),
+    (re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "[phone]"),
+)
+_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Never print this value: it is replaced by [secret] in every log line."""
+    if value and len(value) >= 6:
+        _secrets.add(value)
+
+
+def mask(text: str) -> str:
+    for secret in _secrets:
+        if secret in text:
+            text = text.replace(secret, "[secret]")
+    for pattern, replacement in _MASKS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class _MaskingJsonFormatter(JsonFormatter):
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        return {k: mask(v) if isinstance(v, str) else v for k, v in log_data.items()}
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        log_data["level"] = record.levelname
+        log_data["service"] = _service_name
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            log_data["trace_id"] = format(span.trace_id, "032x")
+            log_data["span_id"] = format(span.span_id, "016x")
+        conversation = conversation_var.get()
+        if conversation:
+            log_data["conversation_id"] = conversation
+
+
+class _MaskingTextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(super().format(record))
+
+
+_service_name = "aibot"
+
+
+def setup_logging(service: str, level: str = "INFO", fmt: str = "json", error_log_path: str | None = None) -> None:
+    global _service_name
+    _service_name = service
+    if fmt == "json":
+        formatter: logging.Formatter = _MaskingJsonFormatter("%(asctime)s %(name)s %(message)s")
+    else:
+        formatter = _MaskingTextFormatter(f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    out = logging.StreamHandler(sys.stdout)
+    out.setFormatter(formatter)
+    # Errors also go to stderr (and a file if asked): a separate stream to store and alert on.
+    errors: logging.Handler = (
+        logging.FileHandler(error_log_path) if error_log_path else logging.StreamHandler(sys.stderr)
+    )
+    errors.setLevel(logging.ERROR)
+    errors.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [out, errors]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "kafka", "httpx", "httpcore", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# ---------------------------------------------------------------- traces
+
+tracer = trace.get_tracer("aibot")
+
+
+def setup_tracing(service: str, otlp_endpoint: str | None, exporter: SpanExporter | None = None) -> None:
+    """Install a tracer provider. Without an endpoint (or exporter) spans are created for context
+    propagation and log correlation but not exported."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if exporter is None and otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=otlp_endpoint)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    global tracer
+    tracer = trace.get_tracer("aibot")
+
+
+def inject_trace_headers() -> list[tuple[str, bytes]]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return [(k, v.encode()) for k, v in carrier.items()]
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent")
+
+
+@contextmanager
+def consume_span(
+    name: str, headers: Sequence[tuple[str, bytes]] | None, attributes: dict[str, Any] | None = None
+) -> Iterator[trace.Span]:
+    """A CONSUMER span that continues the trace whose context came in the record's headers."""
+    carrier = {k: v.decode(errors="replace") for k, v in headers or ()}
+    parent = propagate.extract(carrier)
+    token = otel_context.attach(parent)
+    try:
+        with tracer.start_as_current_span(name, kind=SpanKind.CONSUMER, attributes=attributes or {}) as span:
+            yield span
+    finally:
+        otel_context.detach(token)
+
+
+@contextmanager
+def span(name: str, kind: SpanKind = SpanKind.INTERNAL, **attributes: Any) -> Iterator[trace.Span]:
+    with tracer.start_as_current_span(name, kind=kind, attributes=attributes) as current:
+        try:
+            yield current
+        except Exception as exc:
+            current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            raise

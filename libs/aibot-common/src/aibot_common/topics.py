@@ -1,0 +1,134 @@
+"""Every Kafka topic of the pipeline, named once.
+
+Keys are the conversation key (`Conversation.key`) on every topic, so one conversation's messages
+stay on one partition and in order from the platform to the reply. The changelog topics are
+co-partitioned with the topic whose state they hold (same partition count, same key, and the state
+record is written to the partition its input came from), so the replica that is assigned input
+partition N restores its state from changelog partition N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aibot_common.envelope import Platform
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    description: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    compacted: bool = False
+    # Topic-level config at creation. Retention is generous: a stage that is down for a weekend
+    # must find its backlog still there when it comes back.
+    config: dict[str, str] = field(default_factory=dict)
+
+    def creation_config(self) -> dict[str, str]:
+        base = {"cleanup.policy": "compact"} if self.compacted else {"retention.ms": str(7 * 24 * 3600 * 1000)}
+        return {**base, **self.config}
+
+
+INBOUND = Topic(
+    name="aibot.inbound.v1",
+    description="User messages (text, or transcribed voice) waiting for the LLM.",
+    producers=("ingress-telegram", "ingress-feishu", "asr-worker"),
+    consumers=("core-llm",),
+)
+REPLIES = Topic(
+    name="aibot.replies.v1",
+    description="The assistant's answers (markdown), waiting to be formatted for their platform.",
+    producers=("core-llm", "ingress-telegram", "ingress-feishu", "asr-worker"),
+    consumers=("renderer",),
+)
+OUTBOUND_TELEGRAM = Topic(
+    name="aibot.outbound.telegram.v1",
+    description="Telegram-ready messages (text + entities, at most 4096 characters each) to send.",
+    producers=("renderer",),
+    consumers=("renderer",),
+)
+OUTBOUND_FEISHU = Topic(
+    name="aibot.outbound.feishu.v1",
+    description="Feishu-ready messages (text, post or card content) to send.",
+    producers=("renderer",),
+    consumers=("renderer",),
+)
+ASR_REQUESTS = Topic(
+    name="aibot.asr.requests.v1",
+    description="Voice notes waiting to be downloaded and transcribed.",
+    producers=("ingress-telegram", "ingress-feishu"),
+    consumers=("asr-worker",),
+)
+DEAD_LETTERS = Topic(
+    name="aibot.deadletter.v1",
+    description="Records no stage could process, with headers naming the source topic, partition, "
+    "offset, error type and reason. Inspect, fix, and replay by producing them back.",
+    producers=("core-llm", "renderer", "asr-worker"),
+    consumers=(),
+    config={"retention.ms": str(30 * 24 * 3600 * 1000)},
+)
+CORE_CONVERSATIONS = Topic(
+    name="aibot.core.conversations.changelog.v1",
+    description="core-llm's per-conversation history and processed ids (changelog of its state).",
+    producers=("core-llm",),
+    consumers=("core-llm",),
+    compacted=True,
+)
+RENDERER_DELIVERED = Topic(
+    name="aibot.renderer.delivered.changelog.v1",
+    description="The renderer's per-chat record of delivered message ids (changelog of its dedupe state).",
+    producers=("renderer",),
+    consumers=("renderer",),
+    compacted=True,
+)
+TELEGRAM_POLLER_LEASE = Topic(
+    name="aibot.telegram.poller-lease.v1",
+    description="A one-partition topic whose consumer-group owner is the single replica allowed to call "
+    "getUpdates (Telegram answers 409 to a second poller). Nothing is written to it.",
+    producers=(),
+    consumers=("ingress-telegram",),
+)
+
+OUTBOUND_BY_PLATFORM: dict[Platform, Topic] = {
+    Platform.TELEGRAM: OUTBOUND_TELEGRAM,
+    Platform.FEISHU: OUTBOUND_FEISHU,
+}
+
+ALL_TOPICS: tuple[Topic, ...] = (
+    INBOUND,
+    REPLIES,
+    OUTBOUND_TELEGRAM,
+    OUTBOUND_FEISHU,
+    ASR_REQUESTS,
+    DEAD_LETTERS,
+    CORE_CONVERSATIONS,
+    RENDERER_DELIVERED,
+    TELEGRAM_POLLER_LEASE,
+)
+
+# Topics whose partition count must be one, whatever the configured default.
+SINGLE_PARTITION = {TELEGRAM_POLLER_LEASE.name}
+
+# Consumer groups, named once: lag is reported per (topic, group).
+GROUP_CORE = "aibot-core-llm"
+GROUP_RESPONSE_PROCESSOR = "aibot-response-processor"
+GROUP_SENDER = {Platform.TELEGRAM: "aibot-renderer-telegram", Platform.FEISHU: "aibot-renderer-feishu"}
+GROUP_ASR = "aibot-asr-worker"
+GROUP_TELEGRAM_POLLER = "aibot-telegram-poller"
+
+# Which group consumes which topic: the lag view and the alerts iterate this.
+CONSUMPTION: tuple[tuple[str, str], ...] = (
+    (INBOUND.name, GROUP_CORE),
+    (REPLIES.name, GROUP_RESPONSE_PROCESSOR),
+    (OUTBOUND_TELEGRAM.name, GROUP_SENDER[Platform.TELEGRAM]),
+    (OUTBOUND_FEISHU.name, GROUP_SENDER[Platform.FEISHU]),
+    (ASR_REQUESTS.name, GROUP_ASR),
+)
+
+
+def by_name(name: str) -> Topic:
+    for topic in ALL_TOPICS:
+        if topic.name == name:
+            return topic
+    raise KeyError(f"unknown topic {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")

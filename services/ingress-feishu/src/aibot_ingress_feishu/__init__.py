@@ -1,0 +1,1 @@
+"""aibot_ingress_feishu"""
