@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Iterable, Sequence
@@ -106,10 +107,8 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[Topic] = ALL_T
                     )
                     for t in missing
                 ]
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):  # another replica won the race
                     await admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass  # another replica won the race
                 log.info("created topics", extra={"topics": [t.name for t in missing]})
             return
         except (KafkaError, OSError) as exc:
@@ -136,7 +135,13 @@ async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> 
 
 
 def dead_letter(
-    source_topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, error: BaseException, reason: str
+    source_topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    error: BaseException,
+    reason: str,
 ) -> OutRecord:
     """A record for the dead-letter topic; the original bytes are kept so it can be replayed."""
     return OutRecord(

@@ -157,6 +157,7 @@ class StageRunner:
         self._dead_letter_times: deque[float] = deque()
         self._fatal: BaseException | None = None
         self._assigned: set[TopicPartition] = set()
+        self._stopping = False
         self.running = False
 
     # ------------------------------------------------------------ lifecycle
@@ -168,7 +169,7 @@ class StageRunner:
         commit_task = asyncio.create_task(self._commit_loop())
         paused = False
         try:
-            while self._fatal is None:
+            while self._fatal is None and not self._stopping:
                 if self._in_flight >= self._max_in_flight and not paused:
                     self._consumer.pause(*self._consumer.assignment())
                     paused = True
@@ -183,7 +184,8 @@ class StageRunner:
                     self._room.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._room.wait(), 0.5)
-            raise self._fatal
+            if self._fatal is not None:
+                raise self._fatal
         finally:
             self.running = False
             commit_task.cancel()
@@ -191,7 +193,8 @@ class StageRunner:
                 await commit_task
 
     async def shutdown(self) -> None:
-        """Finish what is in flight (bounded), commit it, and leave the group."""
+        """Stop fetching, finish what is in flight (bounded), and commit it."""
+        self._stopping = True
         await self._wait_for(lambda: self._in_flight == 0, self._drain_timeout_s)
         await self._commit()
         for task in list(self._lane_tasks):

@@ -146,3 +146,16 @@ async def background(*coroutines: Coroutine[Any, Any, None], name: str) -> Async
             task.remove_done_callback(crashed)
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def run_service(name: str, create_app: Callable[[Settings], FastAPI], default_port: int) -> None:
+    """The `__main__` of every service: settings, telemetry, app, serve. A configuration that cannot
+    work stops the process at once with a readable message (exit 2), before anything starts."""
+    settings = prepare(name)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        log.critical("%s: %s", name, exc)
+        print(f"ai-bot {name}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    serve(app, settings, default_port)

@@ -1,0 +1,1 @@
+"""Platform clients shared by the services that talk to a platform's API."""

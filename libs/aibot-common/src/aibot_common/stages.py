@@ -1,0 +1,89 @@
+"""Wiring stages into a service: one consumer and runner per stage, one producer for all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from aibot_common.kafka import make_consumer
+from aibot_common.runner import Process, StageRunner
+from aibot_common.service import KafkaHealth, background
+from aibot_common.settings import Settings
+from aibot_common.state import ChangelogTable
+
+
+@dataclass
+class Stage:
+    name: str
+    group_id: str
+    topics: Sequence[str]
+    process: Process
+    max_in_flight: int = 512
+    attempts: int = 5
+    # State co-partitioned with the input: restored before a partition's first record is handled.
+    table: ChangelogTable | None = None
+
+
+@asynccontextmanager
+async def running_stages(
+    settings: Settings, producer: AIOKafkaProducer, stages: Sequence[Stage], service: str
+) -> AsyncIterator[list[StageRunner]]:
+    runners = []
+    consumers = []
+    for stage in stages:
+        consumer = make_consumer(settings.kafka, stage.group_id, f"aibot-{stage.name}")
+        table = stage.table
+
+        async def restore(tps: set[TopicPartition], table: ChangelogTable | None = table) -> None:
+            if table is not None:
+                await table.restore(tp.partition for tp in tps)
+
+        async def drop(tps: set[TopicPartition], table: ChangelogTable | None = table) -> None:
+            if table is not None:
+                table.drop(tp.partition for tp in tps)
+
+        runners.append(
+            StageRunner(
+                stage=stage.name,
+                consumer=consumer,
+                producer=producer,
+                topics=stage.topics,
+                group_id=stage.group_id,
+                process=stage.process,
+                max_in_flight=stage.max_in_flight,
+                attempts=stage.attempts,
+                on_assigned=restore,
+                on_revoked=drop,
+            )
+        )
+        consumers.append(consumer)
+    for consumer in consumers:
+        await consumer.start()
+    try:
+        async with background(*(r.run() for r in runners), name=service):
+            yield runners
+            for runner in runners:
+                await runner.shutdown()
+    finally:
+        for consumer in consumers:
+            await consumer.stop()
+
+
+@dataclass
+class ServiceStatus:
+    """What /readyz looks at: the Kafka connection, and every stage's loop running."""
+
+    health: KafkaHealth | None = None
+    runners: Sequence[StageRunner] = ()
+    extra_ready: bool = True
+
+    def ready(self) -> bool:
+        return (
+            self.health is not None
+            and self.health.ok
+            and self.extra_ready
+            and all(r.running for r in self.runners)
+        )

@@ -1,0 +1,11 @@
+from aibot_common.service import run_service
+
+from aibot_core_llm.app import DEFAULT_PORT, create_app
+
+
+def main() -> None:
+    run_service("core-llm", create_app, DEFAULT_PORT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""core-llm: inbound user messages -> the model -> replies, with per-conversation history.
+
+History lives in a Kafka-backed table (changelog co-partitioned with the inbound topic), so the
+replica that takes over a partition continues every conversation where the last one left it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+import httpx
+from aibot_common.kafka import OutRecord, ensure_topics, make_producer
+from aibot_common.runner import Consumed, Process
+from aibot_common.service import KafkaHealth, create_service_app
+from aibot_common.settings import Settings
+from aibot_common.stages import ServiceStatus, Stage, running_stages
+from aibot_common.state import ChangelogTable
+from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, INBOUND, REPLIES
+from fastapi import FastAPI
+
+from aibot_core_llm.handler import ConversationState, handle
+from aibot_core_llm.llm import ChatModel, OpenAICompatibleModel
+
+DEFAULT_PORT = 8083
+
+
+def make_process(table: ChangelogTable, model: ChatModel, settings: Settings) -> Process:
+    async def process(record: Consumed) -> Sequence[OutRecord]:
+        envelope = record.envelope
+        stored = table.get(record.partition, envelope.key)
+        state = ConversationState.model_validate(stored) if stored else ConversationState()
+        outcome = await handle(envelope, state, model, settings.core)
+        records = [OutRecord.of(REPLIES, r) for r in outcome.replies]
+        if outcome.state is not None:
+            records.append(table.put(record.partition, envelope.key, outcome.state.model_dump()))
+        return records
+
+    return process
+
+
+def create_app(settings: Settings) -> FastAPI:
+    model_config = settings.llm_model()  # fails fast when the models list has no llm
+    status = ServiceStatus()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.kafka.create_topics:
+            await ensure_topics(settings.kafka)
+        producer = make_producer(settings.kafka, "aibot-core-llm")
+        table = ChangelogTable(CORE_CONVERSATIONS, settings.kafka, "aibot-core-llm")
+        limits = httpx.Limits(max_connections=settings.core.max_in_flight, max_keepalive_connections=64)
+        await producer.start()
+        health = KafkaHealth(producer)
+        health.start()
+        try:
+            async with httpx.AsyncClient(limits=limits) as http:
+                model = OpenAICompatibleModel(model_config, http)
+                stage = Stage(
+                    name="core-llm",
+                    group_id=GROUP_CORE,
+                    topics=[INBOUND.name],
+                    process=make_process(table, model, settings),
+                    max_in_flight=settings.core.max_in_flight,
+                    table=table,
+                )
+                async with running_stages(settings, producer, [stage], "core-llm") as runners:
+                    status.health, status.runners = health, runners
+                    yield
+        finally:
+            await health.stop()
+            await producer.stop()
+
+    return create_service_app("core-llm", lifespan, status.ready)

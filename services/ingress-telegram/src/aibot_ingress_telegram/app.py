@@ -1,0 +1,195 @@
+"""ingress-telegram: Telegram updates in (webhook or long polling), envelopes out to Kafka.
+
+An update is acknowledged to Telegram (HTTP 200, or the getUpdates offset moving past it) only after
+the broker acknowledged its envelope, so nothing Telegram considers delivered can be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aibot_common import telemetry
+from aibot_common.envelope import Platform
+from aibot_common.kafka import ensure_topics, make_consumer, make_producer, send_all
+from aibot_common.platforms.telegram import bot_id, bot_token, make_bot
+from aibot_common.service import KafkaHealth, background, create_service_app
+from aibot_common.settings import Settings
+from aibot_common.topics import GROUP_TELEGRAM_POLLER, TELEGRAM_POLLER_LEASE
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Request, Response
+from telegram import Bot, Update
+from telegram.error import Conflict, TelegramError
+
+from aibot_ingress_telegram.handler import BotIdentity, update_to_records
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8081
+ACK_TIMEOUT_S = 10.0  # Telegram waits longer, but a stuck broker must turn into a retry, not a hang.
+
+
+class Ingress:
+    def __init__(self, settings: Settings, producer: AIOKafkaProducer, bot: Bot) -> None:
+        self.settings = settings
+        self.producer = producer
+        self.bot = bot
+        self.identity: BotIdentity | None = None
+        self.allowed = set(settings.telegram.allowed_updates)
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+    async def publish(self, update: Update) -> int:
+        """Write the update's envelopes and wait for the broker's ack. Returns how many."""
+        assert self.identity is not None
+        records = update_to_records(update, self.identity, self.allowed)
+        with telemetry.span("telegram update", update_id=update.update_id):
+            await asyncio.wait_for(send_all(self.producer, records), ACK_TIMEOUT_S)
+        outcome = "accepted" if records else "ignored"
+        telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome=outcome).inc()
+        if records:
+            telemetry.USER_MESSAGES.labels(platform=Platform.TELEGRAM.value).inc()
+        if update.callback_query:
+            # The user's client shows a spinner until the query is answered; answer it right away.
+            task = asyncio.create_task(self._answer_callback(update.callback_query.id))
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+        return len(records)
+
+    async def _answer_callback(self, query_id: str) -> None:
+        try:
+            await self.bot.answer_callback_query(query_id)
+        except TelegramError as exc:
+            log.warning("answerCallbackQuery failed: %s", exc)
+
+    async def register_webhook(self) -> None:
+        config = self.settings.telegram
+        if not config.webhook.url:
+            log.info("no telegram.webhook.url: not calling setWebhook (set it, or use mode: polling)")
+            return
+        secret = config.webhook.secret_token.get_secret_value() if config.webhook.secret_token else None
+        await self.bot.set_webhook(
+            url=config.webhook.url,
+            secret_token=secret,
+            max_connections=config.max_connections,
+            allowed_updates=list(config.allowed_updates),
+            drop_pending_updates=config.drop_pending_updates,
+        )
+        log.info("webhook registered", extra={"url": config.webhook.url})
+
+    async def poll(self) -> None:
+        """Long polling for operators without public HTTPS.
+
+        Telegram answers 409 to a second concurrent poller, so exactly one replica may poll: the one
+        that owns the single partition of the lease topic in the poller consumer group. When it dies
+        the group hands the lease to another replica, which continues from the last confirmed offset.
+        """
+        config = self.settings.telegram
+        await self.bot.delete_webhook(drop_pending_updates=config.drop_pending_updates)
+        lease = make_consumer(self.settings.kafka, GROUP_TELEGRAM_POLLER, "aibot-telegram-poller")
+        lease.subscribe([TELEGRAM_POLLER_LEASE.name])
+        await lease.start()
+        offset: int | None = None
+        try:
+            while True:
+                await lease.getmany(timeout_ms=100)  # keeps our group membership alive
+                if not lease.assignment():
+                    await asyncio.sleep(1.0)
+                    continue
+                try:
+                    updates = await self.bot.get_updates(
+                        offset=offset, timeout=config.polling_timeout_s, allowed_updates=list(config.allowed_updates)
+                    )
+                except Conflict as exc:
+                    log.warning("getUpdates conflict (another poller or a webhook is set): %s", exc)
+                    await asyncio.sleep(5.0)
+                    continue
+                except TelegramError as exc:
+                    log.warning("getUpdates failed: %s", exc)
+                    await asyncio.sleep(2.0)
+                    continue
+                for update in updates:
+                    while True:
+                        try:
+                            await self.publish(update)
+                            break
+                        except (KafkaError, TimeoutError) as exc:
+                            log.warning("broker did not take update %s, retrying: %s", update.update_id, exc)
+                            await asyncio.sleep(1.0)
+                    # Only now may Telegram forget it: the next getUpdates confirms it.
+                    offset = update.update_id + 1
+        finally:
+            await lease.stop()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    config = settings.telegram
+    bot_token(config)  # fail fast, before start-up, when the token is missing
+    state: dict[str, object] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        producer = make_producer(settings.kafka, "aibot-ingress-telegram")
+        bot = make_bot(config)
+        ingress = Ingress(settings, producer, bot)
+        if settings.kafka.create_topics:
+            await ensure_topics(settings.kafka)
+        await producer.start()
+        health = KafkaHealth(producer)
+        health.start()
+        await bot.initialize()  # getMe: also proves the token works
+        ingress.identity = BotIdentity(id=bot_id(config), username=bot.username)
+        state.update(ingress=ingress, health=health)
+        tasks = [ingress.poll()] if config.mode == "polling" else []
+        if config.mode == "webhook":
+            await ingress.register_webhook()
+        try:
+            async with background(*tasks, name="ingress-telegram"):
+                yield
+        finally:
+            await health.stop()
+            await producer.stop()
+            await bot.shutdown()
+
+    def ready() -> bool:
+        health = state.get("health")
+        return isinstance(health, KafkaHealth) and health.ok
+
+    app = create_service_app("ingress-telegram", lifespan, ready)
+    expected_secret = config.webhook.secret_token.get_secret_value().encode() if config.webhook.secret_token else None
+
+    @app.post(config.webhook.path)
+    async def webhook(request: Request) -> Response:
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
+        if expected_secret is not None and not hmac.compare_digest(given, expected_secret):
+            telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome="unauthorized").inc()
+            log.warning("webhook call with a wrong or missing secret token from %s", request.client)
+            return Response(status_code=401, content=b'{"ok":false,"description":"bad secret token"}',
+                            media_type="application/json")
+        ingress = state["ingress"]
+        assert isinstance(ingress, Ingress)
+        try:
+            data = json.loads(await request.body())
+            if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
+                raise ValueError("an update is a JSON object with an integer update_id")
+            update = Update.de_json(data, ingress.bot)
+        except (ValueError, TypeError, KeyError) as exc:
+            telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome="malformed").inc()
+            log.warning("malformed webhook body: %s", exc)
+            return Response(status_code=400, content=b'{"ok":false,"description":"malformed update"}',
+                            media_type="application/json")
+        try:
+            await ingress.publish(update)
+        except (KafkaError, TimeoutError) as exc:
+            # Not acknowledged: Telegram will deliver the update again.
+            telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome="unavailable").inc()
+            log.error("broker did not acknowledge update %s: %s", update.update_id, exc)
+            return Response(status_code=503, content=b'{"ok":false,"description":"try again"}',
+                            media_type="application/json")
+        return Response(status_code=200, content=b'{"ok":true}', media_type="application/json")
+
+    return app

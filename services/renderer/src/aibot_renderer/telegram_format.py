@@ -1,0 +1,54 @@
+"""The assistant's markdown -> Telegram messages (text + entities), each within 4096 UTF-16 units.
+
+Sending entities instead of a MarkdownV2 string means nothing has to be escaped, so a reply can
+never be rejected with "can't parse entities"; telegramify-markdown does the markdown conversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import telegramify_markdown
+from telegram.constants import MessageLimit
+
+from aibot_renderer.splitting import split_points, utf16_len
+
+MAX_TEXT = MessageLimit.MAX_TEXT_LENGTH  # 4096
+
+
+@dataclass(frozen=True)
+class TelegramText:
+    text: str
+    entities: list[dict]
+
+
+def markdown_to_telegram(markdown: str) -> TelegramText:
+    text, entities = telegramify_markdown.convert(markdown)
+    return TelegramText(text=text.rstrip("\n"), entities=[e.to_dict() for e in entities])
+
+
+def with_transcript(transcript: str, answer: TelegramText) -> TelegramText:
+    """Quote what was heard above the answer, as a blockquote entity (no escaping needed)."""
+    head = f"🎤 {transcript.strip()}"
+    shift = utf16_len(head) + 2
+    entities = [{"type": "blockquote", "offset": 0, "length": utf16_len(head)}]
+    entities += [{**e, "offset": e["offset"] + shift} for e in answer.entities]
+    return TelegramText(text=f"{head}\n\n{answer.text}", entities=entities)
+
+
+def split_message(message: TelegramText, limit: int = MAX_TEXT) -> list[TelegramText]:
+    """Split on paragraph/line/sentence boundaries; entities are clipped to each part."""
+    if not message.text.strip():
+        return []
+    parts = []
+    for start, end in split_points(message.text, limit):
+        u_start = utf16_len(message.text[:start])
+        u_end = u_start + utf16_len(message.text[start:end])
+        clipped = []
+        for entity in message.entities:
+            e_start, e_end = entity["offset"], entity["offset"] + entity["length"]
+            lo, hi = max(e_start, u_start), min(e_end, u_end)
+            if hi > lo:
+                clipped.append({**entity, "offset": lo - u_start, "length": hi - lo})
+        parts.append(TelegramText(text=message.text[start:end], entities=clipped))
+    return parts
