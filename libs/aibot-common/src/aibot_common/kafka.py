@@ -81,9 +81,8 @@ def make_consumer(settings: KafkaSettings, group_id: str | None, client_id: str,
         max_poll_records=500,
         session_timeout_ms=30000,
         heartbeat_interval_ms=3000,
-        rebalance_timeout_ms=60000,
+        **{"rebalance_timeout_ms": 60000, **extra},
         **connection_kwargs(settings),
-        **extra,
     )
 
 

@@ -74,16 +74,11 @@ def _from_message(envelope_id: str, message: Message, bot: BotIdentity, *, edite
             return None
     text = _normalize_command(text, bot.username)
     parts: list[Part] = []
-    if message.voice:
-        voice = message.voice
-        parts.append(AudioPart(file_ref=voice.file_id, duration_s=float(voice.duration.total_seconds())
-                               if hasattr(voice.duration, "total_seconds") else float(voice.duration),
-                               size_bytes=voice.file_size, mime_type=voice.mime_type))
-    elif message.audio:
-        audio = message.audio
-        duration = audio.duration.total_seconds() if hasattr(audio.duration, "total_seconds") else audio.duration
-        parts.append(AudioPart(file_ref=audio.file_id, duration_s=float(duration), size_bytes=audio.file_size,
-                               mime_type=audio.mime_type))
+    audio = message.voice or message.audio
+    if audio:
+        raw = audio.to_dict()  # the wire value: duration in seconds (the attribute is turning into a timedelta)
+        parts.append(AudioPart(file_ref=audio.file_id, duration_s=float(raw.get("duration") or 0),
+                               size_bytes=audio.file_size, mime_type=audio.mime_type))
     elif message.photo:
         parts.append(ImagePart(file_ref=message.photo[-1].file_id))
     elif message.document:

@@ -1,0 +1,145 @@
+"""`ai-bot up`: the whole product on one host, as processes.
+
+- Kafka: the configured cluster when it answers; otherwise the embedded development broker
+  (Tansu, memory only: for trying ai-bot out, not for production).
+- Telegram: the real Bot API when a bot token is configured (long polling unless a webhook URL is
+  set, since a laptop rarely has public HTTPS); otherwise a local fake Telegram you chat with in the
+  terminal.
+- The model: the configured `models` list; otherwise a local stand-in that echoes what you say.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from aibot_common.settings import Settings
+from aibot_common.testing.broker import EmbeddedBroker, free_port
+
+from aibot_cli.supervisor import Supervisor
+
+FAKE_TOKEN = "123456:LOCAL-FAKE-TOKEN"  # noqa: S105 - the local fake's well-known token, not a secret
+
+
+def _reachable(bootstrap: str) -> bool:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@dataclass
+class LocalStack:
+    settings: Settings
+    state_dir: Path
+    log: callable = print  # type: ignore[valid-type]
+    env: dict[str, str] = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    fakes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    supervisor: Supervisor | None = None
+    telegram_fake_url: str | None = None
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        logs = self.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        self._kafka(logs)
+        self._telegram(logs)
+        self._model(logs)
+        self.supervisor = Supervisor(log_dir=logs, env=self.env)
+        self.supervisor.add("ingress-telegram")
+        self.supervisor.add("core-llm")
+        self.supervisor.add("renderer")
+        if self.settings.feishu.enabled:
+            self.supervisor.add("ingress-feishu")
+        self.supervisor.start()
+        self.log(f"starting services (logs in {logs}) ...")
+        self.supervisor.wait_ready(120)
+        self.log("all services ready")
+
+    def _kafka(self, logs: Path) -> None:
+        configured = self.settings.kafka.bootstrap_servers
+        if _reachable(configured):
+            self.log(f"kafka: using {configured}")
+            return
+        self.broker = EmbeddedBroker(log_path=logs / "broker.log").start()
+        self.env["AIBOT_KAFKA__BOOTSTRAP_SERVERS"] = self.broker.bootstrap
+        self.log(f"kafka: {configured} does not answer; started the embedded dev broker on {self.broker.bootstrap} "
+                 "(memory only, for trying ai-bot out)")
+
+    def _telegram(self, logs: Path) -> None:
+        config = self.settings.telegram
+        if config.bot_token is not None:
+            if config.mode == "webhook" and not config.webhook.url:
+                self.env["AIBOT_TELEGRAM__MODE"] = "polling"
+            mode = self.env.get("AIBOT_TELEGRAM__MODE", config.mode)
+            self.log(f"telegram: real Bot API at {config.api_base_url} ({mode})")
+            return
+        port = free_port()
+        self.telegram_fake_url = self._fake(["telegram", "--port", str(port), "--token", FAKE_TOKEN], logs, port)
+        self.env.update(
+            AIBOT_TELEGRAM__BOT_TOKEN=FAKE_TOKEN,
+            AIBOT_TELEGRAM__API_BASE_URL=self.telegram_fake_url,
+            AIBOT_TELEGRAM__MODE="polling",
+        )
+        self.log(f"telegram: no bot token configured; using the local fake Telegram at {self.telegram_fake_url}")
+
+    def _model(self, logs: Path) -> None:
+        if any(m.type == "llm" for m in self.settings.models):
+            self.log(f"model: {self.settings.llm_model().name} at {self.settings.llm_model().endpoint}")
+            return
+        port = free_port()
+        url = self._fake(["llm", "--port", str(port), "--latency", "0.2"], logs, port)
+        models = [m.model_dump(mode="json") for m in self.settings.models]
+        for model, original in zip(models, self.settings.models, strict=True):
+            if original.api_key is not None:
+                model["api_key"] = original.api_key.get_secret_value()
+        models.append({"name": "local-echo", "type": "llm", "endpoint": f"{url}/v1/chat/completions"})
+        self.env["AIBOT_MODELS"] = json.dumps(models)
+        self.log(f"model: none configured; using a local stand-in that echoes your words ({url})")
+
+    def _fake(self, args: list[str], logs: Path, port: int) -> str:
+        log = open(logs / f"fake-{args[0]}.log", "ab")  # noqa: SIM115 - handed to the child
+        process = subprocess.Popen([sys.executable, "-m", "aibot_fakes", *args], stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.fakes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(url, timeout=0.5)
+                return url
+            if process.poll() is not None:
+                raise RuntimeError(f"fake {args[0]} exited: see {logs}")
+            time.sleep(0.1)
+        raise TimeoutError(f"fake {args[0]} did not start")
+
+    def watch(self) -> None:
+        """Restart any service that dies, until interrupted (what systemd/Kubernetes would do)."""
+        assert self.supervisor is not None
+        for process in self.supervisor.restart_crashed():
+            self.log(f"{process.name} exited; restarted it (restart #{process.restarts})")
+
+    def stop(self) -> None:
+        if self.supervisor:
+            self.supervisor.stop()
+        for fake in self.fakes:
+            fake.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                fake.wait(5)
+        if self.broker:
+            self.broker.stop()
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("AIBOT_STATE_DIR", ".local"))

@@ -1,0 +1,83 @@
+"""The `ai-bot` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from aibot_common.settings import ConfigError, load_settings
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from aibot_cli.chat import run_chat
+    from aibot_cli.local import LocalStack, default_state_dir
+
+    stack = LocalStack(settings=load_settings(), state_dir=default_state_dir())
+    try:
+        stack.start()
+        if args.chat and stack.telegram_fake_url:
+            run_chat(stack.telegram_fake_url)
+            return 0
+        if args.chat:
+            print("A real Telegram bot is configured: chat with it in Telegram. Ctrl-C stops the stack.")
+        while True:
+            time.sleep(2)
+            stack.watch()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from aibot_cli.chat import run_chat
+
+    run_chat(args.telegram_url, chat_id=args.chat_id)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from aibot_common.kafka import ensure_topics
+    from aibot_common.topics import ALL_TOPICS, CONSUMPTION
+
+    settings = load_settings()
+    if args.action == "create":
+        asyncio.run(ensure_topics(settings.kafka))
+        print(f"{len(ALL_TOPICS)} topics present on {settings.kafka.bootstrap_servers} "
+              f"({settings.kafka.partitions} partitions each)")
+        return 0
+    groups = dict(CONSUMPTION)
+    for topic in ALL_TOPICS:
+        print(f"{topic.name:45} {'compacted' if topic.compacted else 'retained':10} "
+              f"{groups.get(topic.name, '-'):28} {topic.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ai-bot", description="ai-bot: chat with LLMs from Feishu and Telegram")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run every service on this host (embedded broker and fakes when needed)")
+    up.add_argument("--chat", action="store_true", help="chat in this terminal (with the local fake Telegram)")
+    up.set_defaults(func=cmd_up)
+
+    chat = sub.add_parser("chat", help="chat with a running local stack through its fake Telegram")
+    chat.add_argument("--telegram-url", required=True, help="the fake Telegram's URL (printed by `ai-bot up`)")
+    chat.add_argument("--chat-id", type=int, default=4242)
+    chat.set_defaults(func=cmd_chat)
+
+    topics = sub.add_parser("topics", help="create or list the pipeline's Kafka topics")
+    topics.add_argument("action", choices=["create", "list"])
+    topics.set_defaults(func=cmd_topics)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        sys.exit(args.func(args))
+    except ConfigError as exc:
+        print(f"ai-bot: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,79 @@
+"""The whole pipeline as separate processes, against fake Telegram and a fake model.
+
+One pipeline per test session (a consumer group joins in seconds, not milliseconds): the broker,
+the fakes in this process's event loop, and ingress-telegram, core-llm and renderer started by the
+same supervisor `ai-bot up` uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from aibot_cli.supervisor import Supervisor
+from aibot_common.testing.broker import free_port
+from aibot_fakes.llm import FakeLLM
+from aibot_fakes.telegram import FakeTelegram
+
+WEBHOOK_SECRET = "e2e-secret-token"
+
+
+@dataclass
+class Pipeline:
+    telegram: FakeTelegram
+    llm: FakeLLM
+    supervisor: Supervisor
+    bootstrap: str
+
+    def service(self, name: str):  # noqa: ANN201
+        return next(p for p in self.supervisor.processes if p.name == name)
+
+
+def pipeline_env(bootstrap: str, telegram: FakeTelegram, llm: FakeLLM, webhook_url: str) -> dict[str, str]:
+    return {
+        "AIBOT_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "AIBOT_KAFKA__PARTITIONS": "12",
+        "AIBOT_TELEGRAM__BOT_TOKEN": telegram.token,
+        "AIBOT_TELEGRAM__API_BASE_URL": telegram.url,
+        "AIBOT_TELEGRAM__WEBHOOK__URL": webhook_url,
+        "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN": WEBHOOK_SECRET,
+        # The fake has no flood limits; the real limits would make the load tests minutes long.
+        "AIBOT_TELEGRAM__MESSAGES_PER_SECOND": "1000",
+        "AIBOT_MODELS": json.dumps([{"name": "fake", "type": "llm", "endpoint": llm.endpoint, "timeout_s": 10}]),
+        "AIBOT_CORE__LLM_ATTEMPTS": "2",
+        "AIBOT_OBSERVABILITY__LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture(scope="session")
+async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pipeline]:
+    telegram = FakeTelegram()
+    llm = FakeLLM()
+    await telegram.start()
+    await llm.start()
+    ingress_port = free_port()
+    env = pipeline_env(kafka_bootstrap, telegram, llm, f"http://127.0.0.1:{ingress_port}/telegram/webhook")
+    log_dir = Path(tmp_path_factory.mktemp("e2e-logs"))
+    supervisor = Supervisor(log_dir=log_dir, env=env)
+    supervisor.add("ingress-telegram", ingress_port)
+    supervisor.add("core-llm", free_port())
+    supervisor.add("renderer", free_port())
+    supervisor.start()
+    try:
+        # Blocking waits go to a thread: the fakes serve the services from this loop meanwhile.
+        await asyncio.to_thread(supervisor.wait_ready, 90)
+        pipeline = Pipeline(telegram=telegram, llm=llm, supervisor=supervisor, bootstrap=kafka_bootstrap)
+        # Warm up: the first reply proves every consumer group has its partitions.
+        telegram.user_sends_text(1, "warm-up")
+        await telegram.wait_for_sent(1, chat_id=1, timeout=90)
+        yield pipeline
+    finally:
+        await asyncio.to_thread(supervisor.stop)
+        await llm.stop()
+        await telegram.stop()
+        print(f"service logs: {log_dir}")

@@ -1,0 +1,140 @@
+"""A Telegram user chatting through the whole pipeline, every service its own process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+from aiokafka import TopicPartition
+
+from aibot_common.kafka import make_consumer
+from aibot_common.settings import KafkaSettings
+from aibot_common.topics import INBOUND
+from tests.e2e.conftest import WEBHOOK_SECRET, Pipeline
+
+pytestmark = pytest.mark.e2e
+
+
+async def _inbound_count(bootstrap: str) -> int:
+    """Records in the inbound topic, counted by reading them (exact on any broker)."""
+    consumer = make_consumer(KafkaSettings(bootstrap_servers=bootstrap), None, "e2e-count")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(INBOUND.name, p) for p in consumer.partitions_for_topic(INBOUND.name) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning()
+        count, idle = 0, 0
+        while idle < 3:
+            batches = await consumer.getmany(timeout_ms=300)
+            got = sum(len(m) for m in batches.values())
+            count += got
+            idle = idle + 1 if got == 0 else 0
+        return count
+    finally:
+        await consumer.stop()
+
+
+async def test_twenty_messages_in_one_chat_get_twenty_replies_in_order(pipeline: Pipeline) -> None:
+    chat = 1001
+    for i in range(20):
+        pipeline.telegram.user_sends_text(chat, f"message {i}")
+    sent = await pipeline.telegram.wait_for_sent(20, chat_id=chat, timeout=60)
+    assert [m["text"] for m in sent] == [f"Echo: message {i}" for i in range(20)]
+    await asyncio.sleep(1)
+    assert len(pipeline.telegram.sent_to(chat)) == 20
+
+
+async def test_fifty_chats_at_once_each_get_their_replies_in_order(pipeline: Pipeline) -> None:
+    chats = range(2000, 2050)
+    for i in range(4):
+        for chat in chats:
+            pipeline.telegram.user_sends_text(chat, f"chat {chat} says {i}")
+    for chat in chats:
+        await pipeline.telegram.wait_for_sent(4, chat_id=chat, timeout=90)
+    await asyncio.sleep(1)  # anything duplicated would have arrived by now
+    for chat in chats:
+        texts = [m["text"] for m in pipeline.telegram.sent_to(chat)]
+        assert texts == [f"Echo: chat {chat} says {i}" for i in range(4)], texts
+    everything = Counter(m["text"] for m in pipeline.telegram.sent if 2000 <= m["chat_id"] < 2050)
+    assert sum(everything.values()) == 200 and max(everything.values()) == 1
+
+
+async def test_replies_answer_the_users_message(pipeline: Pipeline) -> None:
+    update = pipeline.telegram.user_sends_text(1101, "thread me")
+    (sent,) = await pipeline.telegram.wait_for_sent(1, chat_id=1101)
+    assert sent["reply_to_message_id"] == update["message"]["message_id"]
+
+
+async def test_wrong_secret_token_is_refused_and_nothing_reaches_kafka(pipeline: Pipeline) -> None:
+    before = await _inbound_count(pipeline.bootstrap)
+    body = b'{"update_id": 1, "message": {"message_id": 1, "date": 1700000000, "chat": {"id": 1201, "type": "private"}, "text": "sneaky"}}'  # noqa: E501
+    response = await pipeline.telegram.deliver_raw(body, secret_token="wrong-secret")
+    assert response.status_code == 401
+    response = await pipeline.telegram.deliver_raw(body, secret_token=None)
+    assert response.status_code == 401
+    await asyncio.sleep(1)
+    assert await _inbound_count(pipeline.bootstrap) == before
+    assert pipeline.telegram.sent_to(1201) == []
+
+
+async def test_malformed_json_gets_400_and_the_service_keeps_serving(pipeline: Pipeline) -> None:
+    response = await pipeline.telegram.deliver_raw(b'{"update_id": 5, "message": ', secret_token=WEBHOOK_SECRET)
+    assert response.status_code == 400
+    response = await pipeline.telegram.deliver_raw(b'["not", "an", "update"]', secret_token=WEBHOOK_SECRET)
+    assert response.status_code == 400
+    pipeline.telegram.user_sends_text(1301, "still there?")
+    (sent,) = await pipeline.telegram.wait_for_sent(1, chat_id=1301)
+    assert sent["text"] == "Echo: still there?"
+
+
+async def test_commands(pipeline: Pipeline) -> None:
+    chat = 1401
+    pipeline.telegram.user_sends_text(chat, "/start")
+    pipeline.telegram.user_sends_text(chat, "/help")
+    pipeline.telegram.user_sends_text(chat, "/reset")
+    sent = await pipeline.telegram.wait_for_sent(3, chat_id=chat)
+    assert "Ask me anything" in sent[0]["text"]
+    assert "/reset" in sent[1]["text"]
+    assert "forgotten our conversation" in sent[2]["text"]
+
+
+async def test_history_is_sent_to_the_model_and_reset_clears_it(pipeline: Pipeline) -> None:
+    chat = 1501
+    pipeline.telegram.user_sends_text(chat, "my name is Ada")
+    await pipeline.telegram.wait_for_sent(1, chat_id=chat)
+    pipeline.telegram.user_sends_text(chat, "what is my name?")
+    await pipeline.telegram.wait_for_sent(2, chat_id=chat)
+    last = next(r for r in reversed(pipeline.llm.requests) if r["messages"][-1]["content"] == "what is my name?")
+    contents = [m["content"] for m in last["messages"]]
+    assert "my name is Ada" in contents and "Echo: my name is Ada" in contents
+    pipeline.telegram.user_sends_text(chat, "/reset")
+    pipeline.telegram.user_sends_text(chat, "fresh start")
+    await pipeline.telegram.wait_for_sent(4, chat_id=chat)
+    last = next(r for r in reversed(pipeline.llm.requests) if r["messages"][-1]["content"] == "fresh start")
+    assert [m["role"] for m in last["messages"]] == ["system", "user"]
+
+
+async def test_a_failing_model_gets_the_user_a_clear_reply(pipeline: Pipeline) -> None:
+    pipeline.llm.fail_next(status=500, times=2)
+    pipeline.telegram.user_sends_text(1601, "are you there?")
+    (sent,) = await pipeline.telegram.wait_for_sent(1, chat_id=1601)
+    assert sent["text"].startswith("Sorry, I could not get an answer from the language model")
+
+
+async def test_long_answers_are_split_under_telegrams_limit(pipeline: Pipeline) -> None:
+    long_text = " ".join(f"Sentence {i} is here." for i in range(700))  # ~14k characters
+    pipeline.telegram.user_sends_text(1701, long_text)
+    await pipeline.telegram.wait_for_sent(4, chat_id=1701)
+    await asyncio.sleep(0.5)
+    parts = [m["text"] for m in pipeline.telegram.sent_to(1701)]
+    assert all(len(p) <= 4096 for p in parts)
+    assert " ".join(parts) == f"Echo: {long_text}"
+
+
+async def test_rate_limited_sends_are_retried_after_retry_after(pipeline: Pipeline) -> None:
+    pipeline.telegram.fail_next("sendMessage", error_code=429, description="Too Many Requests: retry after 1",
+                                retry_after=1)
+    pipeline.telegram.user_sends_text(1801, "patience")
+    (sent,) = await pipeline.telegram.wait_for_sent(1, chat_id=1801, timeout=30)
+    assert sent["text"] == "Echo: patience"
