@@ -30,7 +30,7 @@ class Pipeline:
     supervisor: Supervisor
     bootstrap: str
 
-    def service(self, name: str):  # noqa: ANN201
+    def service(self, name: str):
         return next(p for p in self.supervisor.processes if p.name == name)
 
 

@@ -61,7 +61,7 @@ def test_missing_environment_reference_fails_with_its_name(config_file, monkeypa
 
 def test_wrong_types_fail_fast_with_the_key(monkeypatch) -> None:
     monkeypatch.setenv("AIBOT_TELEGRAM__MAX_CONNECTIONS", "lots")
-    with pytest.raises(ConfigError, match="telegram.max_connections"):
+    with pytest.raises(ConfigError, match=r"telegram\.max_connections"):
         load_settings()
 
 

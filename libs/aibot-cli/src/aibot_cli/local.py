@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from aibot_common.settings import Settings
-from aibot_common.testing.broker import EmbeddedBroker, free_port
 
 from aibot_cli.supervisor import Supervisor
+from aibot_common.settings import Settings
+from aibot_common.testing.broker import EmbeddedBroker, free_port
 
 FAKE_TOKEN = "123456:LOCAL-FAKE-TOKEN"  # noqa: S105 - the local fake's well-known token, not a secret
 

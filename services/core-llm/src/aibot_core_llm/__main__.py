@@ -1,5 +1,4 @@
 from aibot_common.service import run_service
-
 from aibot_core_llm.app import DEFAULT_PORT, create_app
 
 

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
+from fastapi import FastAPI
+
 from aibot_common.kafka import OutRecord, ensure_topics, make_producer
 from aibot_common.runner import Consumed, Process
 from aibot_common.service import KafkaHealth, create_service_app
@@ -17,8 +19,6 @@ from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.state import ChangelogTable
 from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, INBOUND, REPLIES
-from fastapi import FastAPI
-
 from aibot_core_llm.handler import ConversationState, handle
 from aibot_core_llm.llm import ChatModel, OpenAICompatibleModel
 

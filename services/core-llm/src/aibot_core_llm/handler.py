@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from aibot_common.envelope import AudioPart, Envelope, FilePart, ImagePart, Kind, Origin, TextPart, UnsupportedPart
-from aibot_common.settings import CoreSettings
 from pydantic import BaseModel, Field
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from aibot_common.envelope import AudioPart, Envelope, FilePart, ImagePart, Kind, Origin, TextPart, UnsupportedPart
+from aibot_common.settings import CoreSettings
 from aibot_core_llm.llm import ChatModel, Completion, LLMError
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
+
 from aibot_common import telemetry
 from aibot_common.settings import ModelConfig
-from httpx_sse import SSEError, aconnect_sse
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,4 @@
 from aibot_common.service import run_service
-
 from aibot_ingress_telegram.app import DEFAULT_PORT, create_app
 
 

@@ -13,6 +13,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Request, Response
+from telegram import Bot, Update
+from telegram.error import Conflict, TelegramError
+
 from aibot_common import telemetry
 from aibot_common.envelope import Platform
 from aibot_common.kafka import ensure_topics, make_consumer, make_producer, send_all
@@ -20,12 +26,6 @@ from aibot_common.platforms.telegram import bot_id, bot_token, make_bot
 from aibot_common.service import KafkaHealth, background, create_service_app
 from aibot_common.settings import Settings
 from aibot_common.topics import GROUP_TELEGRAM_POLLER, TELEGRAM_POLLER_LEASE
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Request, Response
-from telegram import Bot, Update
-from telegram.error import Conflict, TelegramError
-
 from aibot_ingress_telegram.handler import BotIdentity, update_to_records
 
 log = logging.getLogger(__name__)

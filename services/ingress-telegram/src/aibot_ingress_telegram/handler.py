@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from telegram import Message, Update
+
 from aibot_common.envelope import (
     AudioPart,
     ChatType,
@@ -22,7 +24,6 @@ from aibot_common.envelope import (
 )
 from aibot_common.kafka import OutRecord
 from aibot_common.topics import ASR_REQUESTS, INBOUND
-from telegram import Message, Update
 
 
 @dataclass(frozen=True)

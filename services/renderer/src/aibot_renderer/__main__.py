@@ -1,5 +1,4 @@
 from aibot_common.service import run_service
-
 from aibot_renderer.app import DEFAULT_PORT, create_app
 
 

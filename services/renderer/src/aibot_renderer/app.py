@@ -10,6 +10,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 
+from fastapi import FastAPI
+
 from aibot_common import telemetry
 from aibot_common.envelope import Platform
 from aibot_common.kafka import OutRecord, ensure_topics, make_producer
@@ -26,8 +28,6 @@ from aibot_common.topics import (
     RENDERER_DELIVERED,
     REPLIES,
 )
-from fastapi import FastAPI
-
 from aibot_renderer.handler import PlatformSender, format_reply, is_last_part
 from aibot_renderer.telegram_sender import TelegramSender
 

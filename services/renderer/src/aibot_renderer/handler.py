@@ -11,7 +11,6 @@ from typing import Protocol
 
 from aibot_common.envelope import Envelope, Kind, Origin, Platform, TextPart
 from aibot_common.settings import RendererSettings
-
 from aibot_renderer.telegram_format import markdown_to_telegram, split_message, with_transcript
 
 Formatter = Callable[[Envelope, RendererSettings], list[Envelope]]

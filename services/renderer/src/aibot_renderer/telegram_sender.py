@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
+from aiolimiter import AsyncLimiter
+from telegram import Bot, MessageEntity, ReplyParameters
+from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
+
 from aibot_common import telemetry
 from aibot_common.envelope import ChatType, Envelope, TextPart
 from aibot_common.runner import InvalidMessage, Retryable
 from aibot_common.settings import TelegramConfig
-from aiolimiter import AsyncLimiter
-from telegram import Bot, MessageEntity, ReplyParameters
-from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
