@@ -44,7 +44,9 @@ def pipeline_env(bootstrap: str, telegram: FakeTelegram, llm: FakeLLM, webhook_u
         "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN": WEBHOOK_SECRET,
         # The fake has no flood limits; the real limits would make the load tests minutes long.
         "AIBOT_TELEGRAM__MESSAGES_PER_SECOND": "1000",
-        "AIBOT_MODELS": json.dumps([{"name": "fake", "type": "llm", "endpoint": llm.endpoint, "timeout_s": 10}]),
+        "AIBOT_MODELS": json.dumps(
+            [{"name": "fake", "type": "llm", "endpoint": llm.endpoint, "timeout_s": 10, "max_tokens": 8192}]
+        ),
         "AIBOT_CORE__LLM_ATTEMPTS": "2",
         "AIBOT_OBSERVABILITY__LOG_LEVEL": "INFO",
     }

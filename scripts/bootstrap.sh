@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs everything ai-bot's run and test commands need on a fresh Debian machine:
+# uv (from PyPI), the workspace's Python packages (uv.lock), and the Debian tools the voice tests use
+# to make speech (espeak-ng, ffmpeg). Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet uv
+fi
+
+missing=()
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "note: ${missing[*]} not installed; voice tests that need them will be skipped" >&2
+  fi
+fi
+
+uv sync --all-packages --frozen --quiet
