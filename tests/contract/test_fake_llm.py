@@ -125,6 +125,7 @@ async def test_auth_is_checked(llm: FakeLLM) -> None:
         ({"model": "m", "messages": []}, "messages"),
         ({"model": "m", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user", "content": "x"}]}, None),
+        ({"model": "m", "messages": [{"role": "user"}], "stream_options": {"include_usage": True}}, "stream_options"),
     ],
 )
 async def test_invalid_bodies_are_refused(

@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -56,14 +57,21 @@ class Receiver:
 
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
+        self.answer: dict[str, Any] | None = None  # a JSON body for the 2xx answers
         self.received: list[tuple[dict[str, Any], str | None]] = []
+        self.times: list[float] = []
         self.app = FastAPI()
         self.app.post("/hook")(self.hook)
         self.server = BackgroundServer(self.app)
 
     async def hook(self, request: Request) -> Response:
         self.received.append((await request.json(), request.headers.get("x-telegram-bot-api-secret-token")))
-        return Response(status_code=self.statuses.pop(0) if self.statuses else 200)
+        self.times.append(time.monotonic())
+        if self.statuses:
+            return Response(status_code=self.statuses.pop(0))
+        if self.answer is not None:
+            return Response(json.dumps(self.answer), media_type="application/json")
+        return Response(status_code=200)
 
 
 @pytest.fixture
@@ -169,6 +177,20 @@ async def test_replies_with_reply_parameters_and_legacy_reply_to(fake: FakeTeleg
     assert sent.reply_to_message is None
 
 
+async def test_raw_http_answers_like_the_bot_api(fake: FakeTelegram) -> None:
+    async with httpx.AsyncClient(base_url=f"{fake.url}/bot{TOKEN}") as client:
+        unknown = await client.post("/sendTeleport", json={})
+        assert unknown.status_code == 404
+        assert unknown.json() == {"ok": False, "error_code": 404, "description": "Not Found"}
+        by_query = await client.get("/SENDMESSAGE", params={"chat_id": "5", "text": "via query"})
+        assert by_query.json()["result"]["text"] == "via query"  # method names are case-insensitive
+        missing = await client.post("/sendMessage", json={"text": "no chat"})
+        assert missing.status_code == 400 and missing.json()["description"] == "Bad Request: chat_id is empty"
+        bad_markup = await client.post("/sendMessage", data={"chat_id": "5", "text": "x", "reply_markup": "{nope"})
+        assert bad_markup.status_code == 400
+    assert [call["method"] for call in fake.calls] == ["sendMessage"] * 3
+
+
 async def test_injected_flood_error_carries_retry_after(fake: FakeTelegram, bot: Bot) -> None:
     fake.fail_next("sendMessage", error_code=429, description="Too Many Requests: retry after 5", retry_after=5)
     with pytest.raises(RetryAfter, match="Retry in 5"):
@@ -259,10 +281,20 @@ async def test_webhook_delivery_with_secret_and_redelivery(fake: FakeTelegram, b
     # The first answer was a 500, so Telegram delivered the same update again.
     assert [body for body, _ in receiver.received] == [update, update]
     assert {secret for _, secret in receiver.received} == {"s3cret_-X"}
+    assert receiver.times[1] - receiver.times[0] >= 0.19  # a backoff, not a hot loop
     info = await bot.get_webhook_info()
     assert info.url == f"{receiver.server.url}/hook"
     assert info.pending_update_count == 0
     assert info.last_error_message == "Wrong response from the webhook: 500 Internal Server Error"
+
+
+async def test_a_method_in_the_webhook_answer_is_performed(fake: FakeTelegram, bot: Bot, receiver: Receiver) -> None:
+    receiver.statuses.clear()
+    receiver.answer = {"method": "sendMessage", "chat_id": 42, "text": "answered inline"}
+    await bot.set_webhook(f"{receiver.server.url}/hook")
+    fake.user_sends_text(42, "hi")
+    [sent] = await fake.wait_for_sent(1, chat_id=42, timeout=5)
+    assert sent["text"] == "answered inline"
 
 
 async def test_deliver_raw_posts_bytes_once(fake: FakeTelegram, bot: Bot, receiver: Receiver) -> None:

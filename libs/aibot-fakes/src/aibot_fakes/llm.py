@@ -124,6 +124,12 @@ def _validate(body: Any) -> dict[str, Any]:
             )
     if "stream" in body and not isinstance(body["stream"], bool):
         raise _invalid("Invalid type for 'stream': expected a boolean.", param="stream", code="invalid_type")
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise _invalid(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            param="stream_options",
+            code="invalid_value",
+        )
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise _invalid("Invalid 'max_tokens': expected an integer of at least 1.", param="max_tokens")

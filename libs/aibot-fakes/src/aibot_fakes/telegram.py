@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from aibot_fakes.server import BackgroundServer
 from aibot_fakes.telegram_control import add_control_routes
 from aibot_fakes.telegram_markup import EntityParseError, detect_entities, format_text, utf16_len
-from aibot_fakes.telegram_params import ApiError, bad_request, read_params, require_int
+from aibot_fakes.telegram_params import ApiError, bad_request, coerce_params, read_params, require_int
 
 MAX_TEXT_UTF16 = 4096
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile's limit on the public Bot API server
@@ -173,6 +173,7 @@ class FakeTelegram:
     async def stop(self) -> None:
         self._closed = True
         self._wake_pollers()
+        self._sent_changed.set()  # ends long polls of GET /_fake/sent
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -388,7 +389,7 @@ class FakeTelegram:
         if self._allowed(kind):  # Telegram never creates updates the bot did not ask for
             self._pending[self._update_id] = copy.deepcopy(update)
             self._wake_pollers()
-            if self.webhook is not None:
+            if self.webhook is not None and not self._closed:
                 self._spawn(self._deliver(self._update_id, self._hook_generation))
         return update
 
@@ -433,9 +434,35 @@ class FakeTelegram:
             return "Read timeout expired"
         except httpx.HTTPError as exc:
             return f"Connection failed: {exc.__class__.__name__}"
-        if 200 <= response.status_code < 300:
-            return None
-        return f"Wrong response from the webhook: {response.status_code} {response.reason_phrase}"
+        if not 200 <= response.status_code < 300:
+            return f"Wrong response from the webhook: {response.status_code} {response.reason_phrase}"
+        await self._run_webhook_reply(response)
+        return None
+
+    async def _run_webhook_reply(self, response: httpx.Response) -> None:
+        """Telegram performs a method call given in the webhook's answer ({"method": ..., params}).
+
+        Its outcome is not reported to anyone, so errors are only recorded in `calls`.
+        """
+        if not response.headers.get("content-type", "").startswith("application/json"):
+            return
+        try:
+            body = response.json()
+        except ValueError:
+            return
+        if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+            return
+        entry = self._methods.get(body["method"].lower())
+        if entry is None:
+            return
+        name, handler = entry
+        params = {key: value for key, value in body.items() if key != "method"}
+        call: dict[str, Any] = {"method": name, "params": params, "time": time.time(), "via": "webhook answer"}
+        self.calls.append(call)
+        try:
+            await handler(coerce_params(params))
+        except ApiError as exc:
+            call["error"] = exc.body()
 
     async def deliver_raw(self, body: bytes, *, secret_token: str | None) -> httpx.Response:
         """POST arbitrary bytes to the webhook once, as Telegram would, to test malformed input."""

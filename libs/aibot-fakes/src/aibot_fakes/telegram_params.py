@@ -116,6 +116,11 @@ async def read_params(request: Request) -> dict[str, Any]:
                     raw[key] = value
                 else:  # an uploaded file: its bytes, for methods that take files
                     raw[key] = await value.read()
+    return coerce_params(raw)
+
+
+def coerce_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Typed values whatever the transport: ints, booleans and JSON-encoded structures decoded."""
     return {key: _coerce(key, value) for key, value in raw.items()}
 
 
