@@ -82,9 +82,10 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
 
 
 class FakeTelegram:
-    # Telegram publishes no redelivery schedule; this one is quick enough for tests and still backs off.
+    # Telegram publishes no redelivery schedule (it keeps an update up to 24 h); this one is quick enough
+    # for tests, still backs off, and lasts about a minute so a receiver that restarts does not lose updates.
     redelivery_delays: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0, 5.0)
-    max_delivery_attempts: int = 8
+    max_delivery_attempts: int = 15
     webhook_timeout_s: float = 10.0
 
     def __init__(
@@ -483,7 +484,7 @@ class FakeTelegram:
         count: int,
         *,
         chat_id: int | None = None,
-        timeout: float = 30,  # noqa: ASYNC109 - the tests' API takes a timeout, like asyncio.wait_for
+        timeout: float = 30,
     ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while True:
@@ -523,7 +524,7 @@ class FakeTelegram:
         self,
         after_index: int,
         chat_id: int | None,
-        timeout: float,  # noqa: ASYNC109 - the long-poll deadline of GET /_fake/sent
+        timeout: float,
     ) -> list[dict[str, Any]]:
         """Sent items with index > after_index, waiting up to timeout for the first one (a long poll)."""
         deadline = time.monotonic() + timeout

@@ -81,7 +81,7 @@ def add_control_routes(app: FastAPI, fake: FakeTelegram) -> None:
     async def sent(
         chat_id: int | None = None,
         after_index: int = -1,
-        timeout: float = Query(default=0.0, ge=0.0, le=MAX_WAIT_S),  # noqa: ASYNC109 - an HTTP long-poll parameter
+        timeout: float = Query(default=0.0, ge=0.0, le=MAX_WAIT_S),
     ) -> list[dict[str, Any]]:
         """Sent items whose index is greater than after_index; with timeout, waits for the first one."""
         return await fake.wait_sent_after(after_index, chat_id, timeout)
