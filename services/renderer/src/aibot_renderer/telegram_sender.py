@@ -6,6 +6,7 @@ import logging
 from collections import OrderedDict
 
 from aiolimiter import AsyncLimiter
+from opentelemetry.trace import SpanKind
 from telegram import Bot, MessageEntity, ReplyParameters
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 
@@ -51,8 +52,10 @@ class TelegramSender:
 
     async def _send(self, chat_id: str, text: str, entities: list, reply: ReplyParameters | None) -> None:
         try:
-            await self._bot.send_message(chat_id=chat_id, text=text, entities=entities or None,
-                                         reply_parameters=reply)
+            # A CLIENT span per API call, so a trace shows each sendMessage and its outcome.
+            with telemetry.span("telegram sendMessage", kind=SpanKind.CLIENT, **{"rpc.method": "sendMessage"}):
+                await self._bot.send_message(chat_id=chat_id, text=text, entities=entities or None,
+                                             reply_parameters=reply)
             telemetry.PLATFORM_API_CALLS.labels(platform=PLATFORM, method="sendMessage", code="200").inc()
         except RetryAfter as exc:
             self._count("429")
