@@ -150,6 +150,10 @@ class AsrSettings(_Section):
     transcribe_timeout_s: float = Field(default=120.0, gt=0)
     batch_size: int = Field(default=8, ge=1)
     workers: int = Field(default=1, ge=1, description="Transcriptions run at once per replica.")
+    # auto: voice notes waiting together are batched on a GPU; on CPU a pool of `workers` threads.
+    engine: Literal["auto", "batched", "pool"] = "auto"
+    beam_size: int = Field(default=5, ge=1, description="Whisper beam search width (1 = greedy, fastest).")
+    max_in_flight: int = Field(default=32, ge=1, description="Voice notes held at once per replica (memory bound).")
 
 
 class ObservabilitySettings(_Section):
