@@ -1,0 +1,10 @@
+from aibot_asr_worker.app import DEFAULT_PORT, create_app
+from aibot_common.service import run_service
+
+
+def main() -> None:
+    run_service("asr-worker", create_app, DEFAULT_PORT)
+
+
+if __name__ == "__main__":
+    main()

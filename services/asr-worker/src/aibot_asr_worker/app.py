@@ -1,0 +1,121 @@
+"""asr-worker: voice-note requests -> download -> Whisper -> the transcript as a user message.
+
+The model is loaded once, when the app is created (a model that cannot load stops the process with
+a readable message before it joins the consumer group), and shared by every request the stage holds.
+The stage runner already works on different conversations at once and keeps one conversation's
+notes in order; the transcriber pools or batches whatever is waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+
+from aibot_asr_worker.download import AudioFetcher, TelegramAudio
+from aibot_asr_worker.handler import AsrDeps, handle
+from aibot_asr_worker.model import ModelPlan, load_model, plan_model
+from aibot_asr_worker.transcriber import BatchedTranscriber, PooledTranscriber, Transcriber
+from aibot_common.envelope import Envelope, Kind, Platform
+from aibot_common.kafka import OutRecord, ensure_topics, make_producer, send_all
+from aibot_common.platforms.telegram import bot_token, make_bot
+from aibot_common.runner import Consumed, InvalidMessage, Process
+from aibot_common.service import KafkaHealth, create_service_app
+from aibot_common.settings import AsrSettings, Settings
+from aibot_common.stages import ServiceStatus, Stage, running_stages
+from aibot_common.topics import ASR_REQUESTS, GROUP_ASR, INBOUND, REPLIES, Topic
+
+DEFAULT_PORT = 8084
+log = logging.getLogger(__name__)
+
+
+def engine_for(plan: ModelPlan, settings: AsrSettings) -> str:
+    if settings.engine != "auto":
+        return settings.engine
+    return "batched" if plan.device == "cuda" else "pool"
+
+
+def make_transcriber(plan: ModelPlan, settings: AsrSettings) -> Transcriber:
+    engine = engine_for(plan, settings)
+    if engine == "batched":
+        # One batch at a time on the device; parallelism comes from the batch, not from threads.
+        model = load_model(plan, workers=1)
+        log.info("asr engine: batches of up to %d waiting voice notes", settings.batch_size)
+        return BatchedTranscriber(
+            model, name=plan.name, language=plan.language, batch_size=settings.batch_size, beam_size=settings.beam_size
+        )
+    model = load_model(plan, workers=settings.workers)
+    log.info("asr engine: a pool of %d transcription threads", settings.workers)
+    return PooledTranscriber(
+        model, name=plan.name, language=plan.language, workers=settings.workers, beam_size=settings.beam_size
+    )
+
+
+def output_topic(envelope: Envelope) -> Topic:
+    """Transcripts go to core-llm like typed messages; polite replies go straight to the renderer."""
+    return INBOUND if envelope.kind is Kind.MESSAGE else REPLIES
+
+
+def make_process(deps: AsrDeps, producer: AIOKafkaProducer) -> Process:
+    async def process(record: Consumed) -> Sequence[OutRecord]:
+        outcome = await handle(record.envelope, deps)
+        records = [OutRecord.of(output_topic(e), e) for e in outcome.outputs]
+        if outcome.dead_letter is None:
+            return records
+        # The user hears first; then the runner files the request under dead letters with the reason.
+        # Should this crash in between, the re-delivery produces the same reply id: the renderer dedupes.
+        await send_all(producer, records)
+        raise InvalidMessage(outcome.dead_letter)
+
+    return process
+
+
+async def make_fetchers(settings: Settings, stack: AsyncExitStack) -> dict[Platform, AudioFetcher]:
+    fetchers: dict[Platform, AudioFetcher] = {}
+    asr = settings.asr
+    if settings.telegram.enabled:
+        bot = make_bot(settings.telegram, read_timeout_s=asr.download_timeout_s)
+        await stack.enter_async_context(bot)
+        fetchers[Platform.TELEGRAM] = TelegramAudio(bot, max_bytes=asr.max_bytes, timeout_s=asr.download_timeout_s)
+    if settings.feishu.enabled and Platform.FEISHU not in fetchers:
+        log.warning("feishu is enabled but this asr-worker has no feishu audio client: its voice notes dead-letter")
+    return fetchers
+
+
+def create_app(settings: Settings) -> FastAPI:
+    plan = plan_model(settings.asr_model())  # fails fast: no asr model, unknown language, no GPU for cuda
+    if settings.telegram.enabled:
+        bot_token(settings.telegram)
+    transcriber = make_transcriber(plan, settings.asr)
+    status = ServiceStatus()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.kafka.create_topics:
+            await ensure_topics(settings.kafka)
+        producer = make_producer(settings.kafka, "aibot-asr-worker")
+        await producer.start()
+        health = KafkaHealth(producer)
+        health.start()
+        try:
+            async with AsyncExitStack() as stack:
+                deps = AsrDeps(await make_fetchers(settings, stack), transcriber, settings.asr)
+                stage = Stage(
+                    name="asr-worker",
+                    group_id=GROUP_ASR,
+                    topics=[ASR_REQUESTS.name],
+                    process=make_process(deps, producer),
+                    max_in_flight=settings.asr.max_in_flight,
+                )
+                async with running_stages(settings, producer, [stage], "asr-worker") as runners:
+                    status.health, status.runners = health, runners
+                    yield
+        finally:
+            transcriber.close()
+            await health.stop()
+            await producer.stop()
+
+    return create_service_app("asr-worker", lifespan, status.ready)
