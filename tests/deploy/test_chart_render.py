@@ -228,6 +228,8 @@ def test_gpu_limits_only_on_asr_worker_and_only_when_enabled(render) -> None:
             assert spec["runtimeClassName"] == "nvidia"
             mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
             assert mounts["/models"]["readOnly"] is True
+            assert mounts["/var/cache/ai-bot"]["name"] == "model-cache"
+            assert {"name": "HF_HOME", "value": "/var/cache/ai-bot/huggingface"} in container["env"]
         else:
             assert "nvidia.com/gpu" not in yaml.safe_dump(container["resources"])
             assert "nodeSelector" not in spec and "tolerations" not in spec
