@@ -126,6 +126,7 @@ class FakeTelegram:
         self._allowed_updates: list[str] = []
         self._hook_generation = 0
         self._hook_slots = asyncio.Semaphore(40)
+        self._chat_locks: dict[int | None, asyncio.Lock] = {}
         self._last_error: tuple[int, str] | None = None
         self._poll_generation = 0
         self._updates_changed = asyncio.Event()
@@ -401,7 +402,26 @@ class FakeTelegram:
     def deliveries_pending(self) -> int:
         return len(self._pending) if self.webhook is not None else 0
 
+    def _chat_of(self, update_id: int) -> int | None:
+        update = self._pending.get(update_id) or {}
+        for kind in ("message", "edited_message", "channel_post", "edited_channel_post"):
+            if kind in update:
+                return update[kind]["chat"]["id"]
+        message = (update.get("callback_query") or {}).get("message")
+        return message["chat"]["id"] if message else None
+
     async def _deliver(self, update_id: int, generation: int) -> None:
+        # Like the Bot API server, updates of one chat go out one at a time, in order (the next only
+        # after the previous was acknowledged); different chats are delivered in parallel.
+        chat_id = self._chat_of(update_id)
+        lock = self._chat_locks.setdefault(chat_id, asyncio.Lock()) if chat_id is not None else None
+        if lock is None:
+            await self._deliver_now(update_id, generation)
+            return
+        async with lock:
+            await self._deliver_now(update_id, generation)
+
+    async def _deliver_now(self, update_id: int, generation: int) -> None:
         attempt = 0
         while True:
             if generation != self._hook_generation or self.webhook is None or update_id not in self._pending:
