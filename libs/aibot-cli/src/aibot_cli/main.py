@@ -38,6 +38,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lag(args: argparse.Namespace) -> int:
+    from aibot_cli.lag import run
+
+    return run(args)
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from aibot_common.kafka import ensure_topics
     from aibot_common.topics import ALL_TOPICS, CONSUMPTION
@@ -71,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create or list the pipeline's Kafka topics")
     topics.add_argument("action", choices=["create", "list"])
     topics.set_defaults(func=cmd_topics)
+
+    lag = sub.add_parser("lag", help="records waiting per topic and consumer group (table, --watch, or --serve PORT)")
+    lag.add_argument("--partitions", action="store_true", help="also show every partition")
+    lag.add_argument("--watch", action="store_true", help="refresh the table in place until Ctrl-C")
+    lag.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (--watch, --serve)")
+    lag.add_argument("--serve", type=int, metavar="PORT", nargs="?", const=9308,
+                     help="serve the figures as Prometheus metrics on PORT (default 9308)")
+    lag.add_argument("--group", action="append", default=[], help="only this consumer group (repeatable)")
+    lag.add_argument("--pair", action="append", default=[], metavar="TOPIC:GROUP",
+                     help="watch this (topic, group) instead of the pipeline's own (repeatable)")
+    lag.set_defaults(func=cmd_lag)
     return parser
 
 
