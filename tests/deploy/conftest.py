@@ -31,7 +31,7 @@ def tools_bin() -> Path:
 def helm(tools_bin: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         # A private HELM_* home so a developer's repositories or plugins never change the result.
-        home = tools_bin.parent / ".helm-home"
+        home = tools_bin / ".helm-home"
         env = {**os.environ, "HELM_CONFIG_HOME": str(home / "config"), "HELM_CACHE_HOME": str(home / "cache"),
                "HELM_DATA_HOME": str(home / "data")}
         return subprocess.run([str(tools_bin / "helm"), *args], capture_output=True, text=True, timeout=120, env=env)
