@@ -63,6 +63,7 @@ def test_unit_runs_the_start_script_as_a_dedicated_user_with_the_env_file() -> N
     env = dict(v.split("=", 1) for k, v in UNIT_SECTIONS["Service"] if k == "Environment")
     assert env["AIBOT_CONFIG"] == "/etc/ai-bot/config.yaml"
     assert env["AIBOT_STATE_DIR"] == "/var/lib/ai-bot"
+    assert env["AIBOT_ENVIRONMENT"] == "production"
     assert dict(UNIT_SECTIONS["Install"])["WantedBy"] == "multi-user.target"
     assert "network-online.target" in dict(UNIT_SECTIONS["Unit"])["After"]
 
