@@ -337,3 +337,15 @@ def test_monitoring_values_are_there_for_the_monitoring_templates() -> None:
         "prometheusRule": {"enabled": False},
         "grafanaDashboard": {"enabled": False},
     }
+
+
+def test_notes_give_the_webhook_urls_and_next_steps(helm) -> None:
+    result = helm("install", "ai-bot", str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+                  "-f", str(CHART / "ci" / DEFAULT))
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "Telegram: https://bot.example.com/telegram/webhook" in notes
+    assert "calls setWebhook" in notes
+    assert "Feishu:   https://bot.example.com/feishu/events" in notes
+    assert f"helm test ai-bot -n {NAMESPACE}" in notes
+    assert "single Kafka broker without replication" in notes
