@@ -1,0 +1,606 @@
+"""A fake Feishu (Lark) Open Platform: the real HTTP protocol both ways, simulated users, and a record
+of what the bot did.
+
+- Events: a simulated user's message becomes an `im.message.receive_v1` event (schema 2.0), encrypted
+  with the Encrypt Key and signed (X-Lark-Request-Timestamp/Nonce/Signature) as Feishu does, POSTed
+  to the subscribed URL, and re-sent when the answer is not a 200 within 3 s.
+- Open API: the tenant token endpoint (tokens that expire, and can be invalidated mid-run), message
+  send and reply (with `uuid` idempotency and Feishu's size limits), message resources (voice notes
+  added by tests), and the bot's own info. Failures can be injected per API, like FakeTelegram's.
+
+Point `feishu.domain` at `.url` and subscribe the ingress with `.subscribe(url)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import hashlib
+import json
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from Crypto.Cipher import AES
+from Crypto.Util.Padding import pad
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from aibot_fakes.feishu_control import add_control_routes
+from aibot_fakes.server import BackgroundServer
+
+TEXT_LIMIT_BYTES = 150 * 1024
+CARD_OR_POST_LIMIT_BYTES = 30 * 1024
+UUID_WINDOW_S = 3600.0
+TOKEN_REUSE_S = 1800.0  # Feishu hands out the same token until less than 30 minutes are left
+MSG_TYPES = {"text", "post", "interactive", "image", "file", "audio", "media", "sticker", "share_chat", "share_user"}
+
+
+class FeishuApiError(Exception):
+    def __init__(self, code: int, msg: str, *, http_status: int = 400, headers: dict[str, str] | None = None) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.http_status = http_status
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        return JSONResponse({"code": self.code, "msg": self.msg}, status_code=self.http_status, headers=self.headers)
+
+
+def _content_error(msg: str) -> FeishuApiError:
+    return FeishuApiError(230001, f"invalid message content: {msg}")
+
+
+_Handler = Callable[[dict[str, Any], dict[str, Any]], Any]
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+    revoked: bool = False
+
+    def valid(self, now: float) -> bool:
+        return not self.revoked and now < self.expires_at
+
+
+@dataclass
+class _Resource:
+    content: bytes
+    content_type: str
+    file_name: str
+
+
+@dataclass
+class _Message:
+    message_id: str
+    chat_id: str
+    from_bot: bool
+    recalled: bool = False
+    resources: dict[str, _Resource] = field(default_factory=dict)
+
+
+def encrypt(plaintext: str, encrypt_key: str) -> str:
+    """Feishu's event encryption: AES-256-CBC, key = SHA-256(Encrypt Key), a random IV in front, base64."""
+    iv = secrets.token_bytes(16)
+    cipher = AES.new(hashlib.sha256(encrypt_key.encode()).digest(), AES.MODE_CBC, iv)
+    return base64.b64encode(iv + cipher.encrypt(pad(plaintext.encode(), AES.block_size))).decode()
+
+
+def sign(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
+    return hashlib.sha256((timestamp + nonce + encrypt_key).encode() + body).hexdigest()
+
+
+class FakeFeishu:
+    # Feishu re-sends after 15 s, 5 min, 1 h and 6 h; the same shape, quick enough for tests.
+    redelivery_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    answer_timeout_s: float = 3.0  # Feishu's deadline for the 200
+
+    def __init__(
+        self,
+        *,
+        app_id: str = "cli_fake0000000001",
+        app_secret: str = "fake-app-secret-0001",  # noqa: S107 - a fake's well-known test secret
+        verification_token: str = "fake-verification-token",  # noqa: S107
+        encrypt_key: str | None = "fake-encrypt-key",
+        bot_open_id: str = "ou_fakebot000000000000000000000001",
+        bot_name: str = "AI Bot",
+        tenant_key: str = "fake-tenant",
+        token_ttl_s: float = 7200.0,
+        event_url: str | None = None,
+    ) -> None:
+        self.app_id = app_id
+        self.app_secret = app_secret
+        self.verification_token = verification_token
+        self.encrypt_key = encrypt_key
+        self.bot_open_id = bot_open_id
+        self.bot_name = bot_name
+        self.tenant_key = tenant_key
+        self.token_ttl_s = token_ttl_s
+        self.event_url = event_url  # set without the console's URL check; subscribe() checks
+
+        self.sent: list[dict[str, Any]] = []  # messages the bot created (deduplicated repeats are not)
+        self.calls: list[dict[str, Any]] = []  # every Open API call, failed and repeated ones included
+        self.deliveries: list[dict[str, Any]] = []  # every event POST and how the receiver answered
+        self.undelivered: list[dict[str, Any]] = []  # events given up on after every re-send
+        self.tokens_issued: list[str] = []
+
+        self._tokens: list[_Token] = []
+        self._messages: dict[str, _Message] = {}
+        self._uuids: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._failures: dict[str, deque[FeishuApiError]] = {}
+        self._server: BackgroundServer | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sent_changed = asyncio.Event()
+        self._closed = False
+        self.app = self._build_app()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+        self._client = httpx.AsyncClient(timeout=self.answer_timeout_s)
+        self._server = BackgroundServer(self.app, host, port)
+        await self._server.start()
+
+    async def stop(self) -> None:
+        self._closed = True
+        self._notify()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("FakeFeishu is not started")
+        return self._server.url
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine on the fake's loop, whether called from that loop or from another thread."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = self._loop or running
+        if loop is None:
+            coro.close()
+            raise RuntimeError("FakeFeishu is not started")
+        if running is loop:
+            task = loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            loop.call_soon_threadsafe(self._spawn, coro)
+
+    # ------------------------------------------------------------------ the developer console
+
+    async def subscribe(self, url: str, *, verify: bool = True) -> None:
+        """Set the event request URL. Like the console's Save, first checks that it echoes a challenge."""
+        if verify:
+            challenge = secrets.token_urlsafe(16)
+            payload = {"challenge": challenge, "token": self.verification_token, "type": "url_verification"}
+            response = await self.deliver_raw(self._body(payload), signed=False, url=url)
+            answer = response.json() if response.status_code == 200 else {}
+            if answer.get("challenge") != challenge:
+                raise ValueError(f"URL verification failed: {response.status_code} {response.text[:200]}")
+        self.event_url = url
+
+    # ------------------------------------------------------------------ simulated users
+
+    def user_sends_text(
+        self,
+        chat_id: str,
+        text: str,
+        *,
+        chat_type: str = "p2p",
+        open_id: str = "ou_user0000000000000000000000001",
+        mention_bot: bool = False,
+        mentions: Sequence[tuple[str, str]] = (),
+    ) -> dict[str, Any]:
+        """A user's text message; with mention_bot it starts with the bot's @mention (`@_user_1`)."""
+        people = ([(self.bot_open_id, self.bot_name)] if mention_bot else []) + list(mentions)
+        keys = [f"@_user_{index + 1}" for index in range(len(people))]
+        prefix = "".join(f"{key} " for key in keys[: 1 if mention_bot else 0])
+        others = " ".join(keys[1 if mention_bot else 0 :])
+        body = f"{prefix}{text}" + (f" {others}" if others else "")
+        return self.user_sends(chat_id, "text", {"text": body}, chat_type=chat_type, open_id=open_id,
+                               mentions=list(zip(keys, people, strict=True)))
+
+    def user_sends_post(self, chat_id: str, title: str, paragraphs: list[list[dict[str, Any]]], *,
+                        chat_type: str = "p2p", open_id: str = "ou_user0000000000000000000000001",
+                        mention_bot: bool = False) -> dict[str, Any]:
+        mentions = [("@_user_1", (self.bot_open_id, self.bot_name))] if mention_bot else []
+        if mention_bot:
+            paragraphs = [[{"tag": "at", "user_id": "@_user_1", "user_name": self.bot_name}], *paragraphs]
+        return self.user_sends(chat_id, "post", {"title": title, "content": paragraphs}, chat_type=chat_type,
+                               open_id=open_id, mentions=mentions)
+
+    def user_sends_audio(self, chat_id: str, audio: bytes, *, duration_ms: int, chat_type: str = "p2p",
+                         open_id: str = "ou_user0000000000000000000000001",
+                         content_type: str = "audio/ogg") -> dict[str, Any]:
+        """A voice note (Opus); the bot downloads it from the resources endpoint with the returned keys."""
+        file_key = f"file_v3_{secrets.token_hex(12)}"
+        event = self.user_sends(chat_id, "audio", {"file_key": file_key, "duration": duration_ms},
+                                chat_type=chat_type, open_id=open_id, resources={
+                                    file_key: _Resource(bytes(audio), content_type, f"{file_key}.opus")})
+        return event
+
+    def user_sends(
+        self,
+        chat_id: str,
+        message_type: str,
+        content: dict[str, Any],
+        *,
+        chat_type: str = "p2p",
+        open_id: str = "ou_user0000000000000000000000001",
+        mentions: Sequence[tuple[str, tuple[str, str]]] = (),
+        resources: dict[str, _Resource] | None = None,
+    ) -> dict[str, Any]:
+        """Any message type (image, file, sticker...); returns the plaintext event and delivers it."""
+        if chat_type not in ("p2p", "group"):
+            raise ValueError("chat_type is 'p2p' or 'group'")
+        message_id = f"om_{secrets.token_hex(16)}"
+        self._messages[message_id] = _Message(message_id, chat_id, from_bot=False, resources=dict(resources or {}))
+        now_ms = str(int(time.time() * 1000))
+        event = {
+            "schema": "2.0",
+            "header": {
+                "event_id": secrets.token_hex(16),
+                "event_type": "im.message.receive_v1",
+                "create_time": now_ms,
+                "token": self.verification_token,
+                "app_id": self.app_id,
+                "tenant_key": self.tenant_key,
+            },
+            "event": {
+                "sender": {
+                    "sender_id": {"open_id": open_id, "union_id": f"on_{open_id[3:]}", "user_id": open_id[3:11]},
+                    "sender_type": "user",
+                    "tenant_key": self.tenant_key,
+                },
+                "message": {
+                    "message_id": message_id,
+                    "root_id": "",
+                    "parent_id": "",
+                    "create_time": now_ms,
+                    "update_time": now_ms,
+                    "chat_id": chat_id,
+                    "chat_type": chat_type,
+                    "message_type": message_type,
+                    "content": json.dumps(content, ensure_ascii=False),
+                    "mentions": [
+                        {"key": key, "id": {"open_id": person_id, "union_id": "", "user_id": ""}, "name": name,
+                         "tenant_key": self.tenant_key}
+                        for key, (person_id, name) in mentions
+                    ],
+                    "user_agent": "fake-feishu",
+                },
+            },
+        }
+        self.redeliver(event)
+        return copy.deepcopy(event)
+
+    def add_resource(self, message_id: str, file_key: str, content: bytes, *, content_type: str = "audio/ogg",
+                     file_name: str | None = None) -> None:
+        message = self._messages.setdefault(message_id, _Message(message_id, "", from_bot=False))
+        message.resources[file_key] = _Resource(bytes(content), content_type, file_name or file_key)
+
+    def recall(self, message_id: str) -> None:
+        """The user withdraws a message: replying to it fails from now on."""
+        self._messages[message_id].recalled = True
+
+    # ------------------------------------------------------------------ event delivery
+
+    def redeliver(self, event: dict[str, Any]) -> None:
+        """Deliver this event (again): the same event_id, a fresh timestamp, nonce and signature."""
+        if self.event_url is None:
+            raise RuntimeError("no event URL subscribed (call subscribe(url) first)")
+        self._spawn(self._deliver(copy.deepcopy(event), self.event_url))
+
+    async def _deliver(self, event: dict[str, Any], url: str) -> None:
+        body = self._body(event)  # encrypted once: Feishu re-sends the same ciphertext
+        for attempt, delay in enumerate((0.0, *self.redelivery_delays)):
+            await asyncio.sleep(delay)
+            if self._closed:
+                return
+            record: dict[str, Any] = {"event_id": event["header"]["event_id"], "attempt": attempt + 1,
+                                      "time": time.time()}
+            self.deliveries.append(record)
+            try:
+                response = await self.deliver_raw(body, url=url)
+                record["status"] = response.status_code
+                if response.status_code == 200:
+                    return
+            except httpx.TimeoutException:
+                record["status"] = "timeout"
+            except httpx.HTTPError as exc:
+                record["status"] = f"error: {type(exc).__name__}"
+        self.undelivered.append(event)
+
+    def _body(self, payload: dict[str, Any]) -> bytes:
+        plaintext = json.dumps(payload, ensure_ascii=False)
+        if self.encrypt_key:
+            return json.dumps({"encrypt": encrypt(plaintext, self.encrypt_key)}).encode()
+        return plaintext.encode()
+
+    def signed_headers(self, body: bytes, *, timestamp: int | None = None, key: str | None = None) -> dict[str, str]:
+        stamp = str(int(time.time()) if timestamp is None else timestamp)
+        nonce = secrets.token_hex(8)
+        headers = {"Content-Type": "application/json", "X-Lark-Request-Timestamp": stamp,
+                   "X-Lark-Request-Nonce": nonce}
+        signing_key = key if key is not None else self.encrypt_key
+        if signing_key:
+            headers["X-Lark-Signature"] = sign(stamp, nonce, signing_key, body)
+        return headers
+
+    def event_body(self, payload: dict[str, Any]) -> bytes:
+        """The bytes Feishu would POST for this payload (encrypted when an Encrypt Key is set)."""
+        return self._body(payload)
+
+    async def deliver_raw(self, body: bytes, *, headers: dict[str, str] | None = None, signed: bool = True,
+                          url: str | None = None) -> httpx.Response:
+        """POST bytes to the event URL once, signed unless told otherwise or given explicit headers."""
+        target = url or self.event_url
+        if target is None or self._client is None:
+            raise RuntimeError("no event URL subscribed, or the fake is not started")
+        if headers is None:
+            headers = self.signed_headers(body) if signed else {"Content-Type": "application/json"}
+        return await self._client.post(target, content=body, headers=headers)
+
+    # ------------------------------------------------------------------ what the bot did
+
+    def sent_to(self, chat_id: str) -> list[dict[str, Any]]:
+        return [item for item in self.sent if item["chat_id"] == chat_id]
+
+    def calls_to(self, api: str) -> list[dict[str, Any]]:
+        return [call for call in self.calls if call["api"] == api]
+
+    async def wait_for_sent(
+        self, count: int, *, chat_id: str | None = None, timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            items = self.sent_to(chat_id) if chat_id is not None else list(self.sent)
+            if len(items) >= count:
+                return items
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                where = f" to chat {chat_id}" if chat_id is not None else ""
+                raise TimeoutError(f"expected {count} sent message(s){where} within {timeout}s, "
+                                   f"got {[item['text'] for item in items]}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sent_changed.wait(), remaining)
+
+    async def wait_sent_after(self, after_index: int, chat_id: str | None, timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            items = [i for i in self.sent[after_index + 1 :] if chat_id is None or i["chat_id"] == chat_id]
+            remaining = deadline - time.monotonic()
+            if items or remaining <= 0 or self._closed:
+                return items
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sent_changed.wait(), remaining)
+
+    def _notify(self) -> None:
+        self._sent_changed.set()
+        self._sent_changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ failure injection and tokens
+
+    def fail_next(self, api: str, *, code: int, msg: str = "", http_status: int = 400,
+                  retry_after: int | None = None, times: int = 1) -> None:
+        """The next `times` calls of api ("token", "send", "reply", "download", "bot_info") fail so.
+        With retry_after, the answer carries the gateway's x-ogw-ratelimit-* headers."""
+        headers = {"x-ogw-ratelimit-limit": "5", "x-ogw-ratelimit-reset": str(retry_after)} if retry_after else {}
+        queue = self._failures.setdefault(api, deque())
+        queue.extend(FeishuApiError(code, msg or f"injected failure {code}", http_status=http_status,
+                                    headers=headers) for _ in range(times))
+
+    def expire_tokens(self) -> None:
+        """Every tenant token issued so far stops working now (as if it had expired)."""
+        for token in self._tokens:
+            token.revoked = True
+
+    def _issue_token(self) -> tuple[str, int]:
+        now = time.time()
+        current = next((t for t in reversed(self._tokens) if t.valid(now)), None)
+        if current is not None and current.expires_at - now > TOKEN_REUSE_S:
+            return current.value, int(current.expires_at - now)
+        token = _Token(f"t-{secrets.token_hex(20)}", now + self.token_ttl_s)
+        self._tokens.append(token)
+        self.tokens_issued.append(token.value)
+        return token.value, int(self.token_ttl_s)
+
+    def _authorize(self, request: Request) -> None:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer ") or not auth[7:].strip():
+            raise FeishuApiError(99991661, "Missing access token for authorization. Please make a request with "
+                                           "token attached.")
+        value = auth[7:].strip()
+        now = time.time()
+        if not any(t.value == value and t.valid(now) for t in self._tokens):
+            raise FeishuApiError(99991663, "Invalid access token for authorization. Please make a request with "
+                                           "token attached.")
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _build_app(self) -> FastAPI:
+        app = FastAPI(title="fake Feishu Open Platform", docs_url=None, redoc_url=None, openapi_url=None)
+
+        @app.post("/open-apis/auth/v3/tenant_access_token/internal")
+        async def tenant_token(request: Request) -> Response:
+            return await self._api("token", request, self._token_endpoint, authorize=False)
+
+        @app.post("/open-apis/im/v1/messages")
+        async def send(request: Request) -> Response:
+            return await self._api("send", request, self._send)
+
+        @app.post("/open-apis/im/v1/messages/{message_id}/reply")
+        async def reply(message_id: str, request: Request) -> Response:
+            return await self._api("reply", request, lambda body, call: self._reply(message_id, body, call))
+
+        @app.get("/open-apis/im/v1/messages/{message_id}/resources/{file_key}")
+        async def resource(message_id: str, file_key: str, request: Request) -> Response:
+            kind = request.query_params.get("type")
+            return await self._api("download", request, lambda _, __: self._download(message_id, file_key, kind))
+
+        @app.get("/open-apis/bot/v3/info")
+        async def bot_info(request: Request) -> Response:
+            bot = {"activate_status": 2, "app_name": self.bot_name, "avatar_url": "", "ip_white_list": [],
+                   "open_id": self.bot_open_id}
+            return await self._api("bot_info", request, lambda _, __: {"code": 0, "msg": "ok", "bot": bot})
+
+        add_control_routes(app, self)
+        return app
+
+    async def _api(self, api: str, request: Request, handler: _Handler, *, authorize: bool = True) -> Response:
+        call: dict[str, Any] = {"api": api, "path": request.url.path, "query": dict(request.query_params),
+                                "time": time.time()}
+        self.calls.append(call)
+        try:
+            body: dict[str, Any] = {}
+            if request.method == "POST":
+                try:
+                    body = json.loads(await request.body() or b"{}")
+                except ValueError:
+                    raise FeishuApiError(9499, "Bad Request: body is not JSON") from None
+                call["body"] = body
+            failures = self._failures.get(api)
+            if failures:
+                raise failures.popleft()
+            if authorize:
+                self._authorize(request)
+            result = handler(body, call)
+        except FeishuApiError as exc:
+            call["code"] = exc.code
+            return exc.response()
+        call["code"] = 0
+        return result if isinstance(result, Response) else JSONResponse(result)
+
+    def _token_endpoint(self, body: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+        if body.get("app_id") != self.app_id:
+            raise FeishuApiError(10003, "invalid param: app_id")
+        if body.get("app_secret") != self.app_secret:
+            raise FeishuApiError(10014, "app secret invalid")
+        token, expire = self._issue_token()
+        return {"code": 0, "msg": "ok", "tenant_access_token": token, "expire": expire}
+
+    def _send(self, body: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+        receive_id_type = call["query"].get("receive_id_type")
+        if receive_id_type not in ("chat_id", "open_id", "user_id", "union_id", "email"):
+            raise FeishuApiError(99992402, "field validation failed: receive_id_type")
+        receive_id = body.get("receive_id")
+        if not isinstance(receive_id, str) or not receive_id:
+            raise FeishuApiError(99992402, "field validation failed: receive_id is required")
+        chat_id = receive_id if receive_id_type == "chat_id" else f"p2p:{receive_id}"
+        return self._create(chat_id, body, call, reply_to=None)
+
+    def _reply(self, message_id: str, body: dict[str, Any], call: dict[str, Any]) -> dict[str, Any]:
+        target = self._messages.get(message_id)
+        if target is None or target.recalled:
+            raise FeishuApiError(230011, "The message was recalled or deleted.")
+        return self._create(target.chat_id, body, call, reply_to=message_id)
+
+    def _create(self, chat_id: str, body: dict[str, Any], call: dict[str, Any], *,
+                reply_to: str | None) -> dict[str, Any]:
+        msg_type, content = body.get("msg_type"), body.get("content")
+        if msg_type not in MSG_TYPES:
+            raise FeishuApiError(230001, f"invalid message content: unknown msg_type {msg_type!r}")
+        if not isinstance(content, str):
+            raise _content_error("content must be a JSON string")
+        size = len(content.encode())
+        limit = TEXT_LIMIT_BYTES if msg_type == "text" else CARD_OR_POST_LIMIT_BYTES
+        if size > limit:
+            raise FeishuApiError(230022, f"The message content exceeds the limit ({size} > {limit} bytes).")
+        parsed = _parse_content(msg_type, content)
+        uuid = body.get("uuid")
+        now = time.time()
+        if isinstance(uuid, str) and uuid:
+            if len(uuid) > 50:
+                raise FeishuApiError(99992402, "field validation failed: uuid is longer than 50 characters")
+            previous = self._uuids.get(uuid)
+            if previous is not None and now - previous[0] < UUID_WINDOW_S:
+                call["deduplicated"] = True
+                return {"code": 0, "msg": "success", "data": previous[1]}
+        message_id = f"om_{secrets.token_hex(16)}"
+        self._messages[message_id] = _Message(message_id, chat_id, from_bot=True)
+        data = {"message_id": message_id, "chat_id": chat_id, "msg_type": msg_type, "parent_id": reply_to or "",
+                "create_time": str(int(now * 1000)), "sender": {"id": self.app_id, "sender_type": "app"}}
+        if isinstance(uuid, str) and uuid:
+            self._uuids[uuid] = (now, data)
+        self.sent.append({
+            "index": len(self.sent), "message_id": message_id, "chat_id": chat_id, "msg_type": msg_type,
+            "content": parsed, "text": _visible_text(msg_type, parsed), "reply_to": reply_to, "uuid": uuid,
+            "time": now,
+        })
+        self._notify()
+        return {"code": 0, "msg": "success", "data": data}
+
+    def _download(self, message_id: str, file_key: str, resource_type: str | None) -> Response:
+        if resource_type not in ("file", "image"):
+            raise FeishuApiError(234001, "Invalid request param: type must be file or image.")
+        message = self._messages.get(message_id)
+        stored = message.resources.get(file_key) if message else None
+        if stored is None:
+            raise FeishuApiError(234043, "Resource does not belong to the message.")
+        return Response(stored.content, media_type=stored.content_type,
+                        headers={"Content-Disposition": f'attachment; filename="{stored.file_name}"'})
+
+
+def _parse_content(msg_type: str, content: str) -> Any:
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        raise _content_error("content is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise _content_error("content is not a JSON object")
+    if msg_type == "text" and not (isinstance(parsed.get("text"), str) and parsed["text"].strip()):
+        raise _content_error("text content needs a non-empty 'text'")
+    if msg_type == "interactive":
+        if parsed.get("schema") == "2.0":
+            elements = (parsed.get("body") or {}).get("elements")
+            if not isinstance(elements, list) or not elements:
+                raise FeishuApiError(230099, "Failed to create card content: body.elements is required")
+            for element in elements:
+                if element.get("tag") == "markdown" and not isinstance(element.get("content"), str):
+                    raise FeishuApiError(230099, "Failed to create card content: markdown needs content")
+        elif not isinstance(parsed.get("elements"), list):
+            raise FeishuApiError(230099, "Failed to create card content: no elements")
+    if msg_type == "post":
+        document = parsed if "content" in parsed else next(iter(parsed.values()), None)
+        if not isinstance(document, dict) or not isinstance(document.get("content"), list):
+            raise _content_error("post needs {locale: {title, content: [[...]]}}")
+    return parsed
+
+
+def _visible_text(msg_type: str, parsed: dict[str, Any]) -> str:
+    """What a user would read, for assertions: the text, a card's markdown, or a post's text runs."""
+    if msg_type == "text":
+        return parsed["text"]
+    if msg_type == "interactive":
+        elements = (parsed.get("body") or {}).get("elements") or parsed.get("elements") or []
+        texts = [e.get("content") or (e.get("text") or {}).get("content") or "" for e in elements]
+        return "\n".join(t for t in texts if t)
+    if msg_type == "post":
+        document = parsed if "content" in parsed else next(iter(parsed.values()))
+        return "\n".join("".join(str(e.get("text", "")) for e in line) for line in document.get("content", []))
+    return ""
