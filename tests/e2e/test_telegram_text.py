@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 
 import pytest
@@ -10,7 +11,7 @@ from aiokafka import TopicPartition
 
 from aibot_common.kafka import make_consumer
 from aibot_common.settings import KafkaSettings
-from aibot_common.topics import INBOUND
+from aibot_common.topics import DEAD_LETTERS, INBOUND
 from tests.e2e.conftest import WEBHOOK_SECRET, Pipeline
 
 pytestmark = pytest.mark.e2e
@@ -133,8 +134,74 @@ async def test_long_answers_are_split_under_telegrams_limit(pipeline: Pipeline) 
 
 
 async def test_rate_limited_sends_are_retried_after_retry_after(pipeline: Pipeline) -> None:
-    pipeline.telegram.fail_next("sendMessage", error_code=429, description="Too Many Requests: retry after 1",
-                                retry_after=1)
+    pipeline.telegram.fail_next(
+        "sendMessage", error_code=429, description="Too Many Requests: retry after 1", retry_after=1
+    )
     pipeline.telegram.user_sends_text(1801, "patience")
     (sent,) = await pipeline.telegram.wait_for_sent(1, chat_id=1801, timeout=30)
     assert sent["text"] == "Echo: patience"
+
+
+async def _dead_letters_for(bootstrap: str, key: str) -> list:
+    consumer = make_consumer(KafkaSettings(bootstrap_servers=bootstrap), None, "e2e-dlq")
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(DEAD_LETTERS.name, p) for p in consumer.partitions_for_topic(DEAD_LETTERS.name) or ()
+        ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning()
+        found, idle = [], 0
+        while idle < 3:
+            batches = await consumer.getmany(timeout_ms=300)
+            records = [m for batch in batches.values() for m in batch]
+            found += [m for m in records if m.key == key.encode()]
+            idle = idle + 1 if not records else 0
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def test_webhook_was_registered_with_the_configured_options(pipeline: Pipeline) -> None:
+    webhook = pipeline.telegram.webhook
+    assert webhook["url"] == f"{pipeline.service('ingress-telegram').url}/telegram/webhook"
+    assert webhook["secret_token"] == WEBHOOK_SECRET
+    assert int(webhook["max_connections"]) == 100
+    assert set(
+        json.loads(webhook["allowed_updates"])
+        if isinstance(webhook["allowed_updates"], str)
+        else webhook["allowed_updates"]
+    ) == {"message", "edited_message", "callback_query"}
+
+
+async def test_server_errors_are_retried_with_backoff(pipeline: Pipeline) -> None:
+    pipeline.telegram.fail_next("sendMessage", error_code=502, description="Bad Gateway", times=2)
+    pipeline.telegram.user_sends_text(1901, "through the storm")
+    (sent,) = await pipeline.telegram.wait_for_sent(1, chat_id=1901, timeout=30)
+    assert sent["text"] == "Echo: through the storm"
+
+
+async def test_rejected_formatting_falls_back_to_plain_text(pipeline: Pipeline) -> None:
+    pipeline.telegram.fail_next(
+        "sendMessage", error_code=400, description="Bad Request: can't parse entities: unsupported start tag"
+    )
+    pipeline.telegram.user_sends_text(1951, "**bold** claim")
+    (sent,) = await pipeline.telegram.wait_for_sent(1, chat_id=1951, timeout=30)
+    assert sent["text"] == "Echo: bold claim" and not sent["entities"]
+
+
+async def test_permanent_send_errors_go_to_dead_letters_with_the_reason(pipeline: Pipeline) -> None:
+    pipeline.telegram.fail_next("sendMessage", error_code=403, description="Forbidden: bot was blocked by the user")
+    pipeline.telegram.user_sends_text(1971, "anyone?")
+    for _ in range(40):
+        dead = await _dead_letters_for(pipeline.bootstrap, "telegram:1971")
+        if dead:
+            break
+        await asyncio.sleep(0.5)
+    (record,) = dead
+    headers = dict(record.headers)
+    assert headers["dlq-source-topic"] == b"aibot.outbound.telegram.v1"
+    assert b"bot was blocked by the user" in headers["dlq-reason"]
+    assert pipeline.telegram.sent_to(1971) == []
+    pipeline.telegram.user_sends_text(1972, "next user")  # the sender keeps going
+    await pipeline.telegram.wait_for_sent(1, chat_id=1972)
