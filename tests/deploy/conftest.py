@@ -19,7 +19,10 @@ def tools_bin() -> Path:
     if not (TOOLS_BIN / "helm").exists() or not (TOOLS_BIN / "compose-spec.json").exists():
         result = subprocess.run(
             ["bash", str(REPO / "scripts" / "install-deploy-tools.sh")],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "AIBOT_TOOLS_BIN": str(TOOLS_BIN)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "AIBOT_TOOLS_BIN": str(TOOLS_BIN)},
         )
         if result.returncode != 0:
             reason = result.stderr.strip()[-300:]
@@ -32,8 +35,12 @@ def helm(tools_bin: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         # A private HELM_* home so a developer's repositories or plugins never change the result.
         home = tools_bin / ".helm-home"
-        env = {**os.environ, "HELM_CONFIG_HOME": str(home / "config"), "HELM_CACHE_HOME": str(home / "cache"),
-               "HELM_DATA_HOME": str(home / "data")}
+        env = {
+            **os.environ,
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
         return subprocess.run([str(tools_bin / "helm"), *args], capture_output=True, text=True, timeout=120, env=env)
 
     return run
@@ -48,8 +55,16 @@ def render(helm: Callable[..., subprocess.CompletedProcess[str]], tmp_path_facto
     def run(values_file: str, *extra: str) -> Rendered:
         key = (values_file, *extra)
         if key not in cache:
-            result = helm("template", "ai-bot", str(CHART), "--namespace", NAMESPACE,
-                          "-f", str(CHART / "ci" / values_file), *extra)
+            result = helm(
+                "template",
+                "ai-bot",
+                str(CHART),
+                "--namespace",
+                NAMESPACE,
+                "-f",
+                str(CHART / "ci" / values_file),
+                *extra,
+            )
             assert result.returncode == 0, result.stderr
             rendered = Rendered(result.stdout)
             rendered.path = out_dir / f"{len(cache)}-{values_file}"

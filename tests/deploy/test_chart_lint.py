@@ -27,8 +27,9 @@ def test_rendered_manifests_are_valid_kubernetes_1_35(render, values_file: str) 
     if tool is None:
         pytest.skip("kubernetes-validate is not installed (uv sync --all-packages installs the dev group)")
     rendered = render(values_file)
-    result = subprocess.run([tool, "-k", "1.35.0", "--strict", "--quiet", str(rendered.path)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [tool, "-k", "1.35.0", "--strict", "--quiet", str(rendered.path)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(rendered.docs) > 20
 
@@ -37,7 +38,7 @@ def test_rendered_manifests_are_valid_kubernetes_1_35(render, values_file: str) 
     ("override", "message"),
     [
         ("kafka:\n  partitions: twelve\n", "/kafka/partitions"),
-        ("autoscaling:\n  minReplicas: \"2\"\n", "/autoscaling/minReplicas"),
+        ('autoscaling:\n  minReplicas: "2"\n', "/autoscaling/minReplicas"),
         ("coreLlm:\n  autoscaling:\n    maxReplicas: ten\n", "/coreLlm/autoscaling/maxReplicas"),
         ("ingress:\n  rateLimit:\n    rps: fast\n", "/ingress/rateLimit/rps"),
     ],
@@ -59,8 +60,10 @@ def test_schema_rejects_a_string_where_a_number_belongs(helm, tmp_path: Path, ov
     ("override", "message"),
     [
         # An api key in the models list would land in the ConfigMap: the schema refuses it.
-        ("config:\n  models:\n    - {name: m, type: llm, endpoint: 'https://x', api_key: sk-abc}\n",
-         "additional properties 'api_key' not allowed"),
+        (
+            "config:\n  models:\n    - {name: m, type: llm, endpoint: 'https://x', api_key: sk-abc}\n",
+            "additional properties 'api_key' not allowed",
+        ),
         ("config:\n  telegram:\n    bot_token: '123:abc'\n", "additional properties 'bot_token' not allowed"),
         ("kafka:\n  securityProtocol: TLS\n", "/kafka/securityProtocol"),
         ("unknownKey: 1\n", "additional properties 'unknownKey' not allowed"),
@@ -81,12 +84,18 @@ def test_schema_rejects_secrets_in_config_and_unknown_values(helm, tmp_path: Pat
         (("--set", "secrets.telegramBotToken=1:x"), "webhook mode needs a public URL"),
         (("--set", "secrets.telegramBotToken=1:x", "--set", "ingress.host=a.b"), "set secrets.llmApiKey"),
         (("--set", "existingSecret=s", "--set", "config.telegram.mode=polling"), "set ingress.host"),
-        (("--set", "existingSecret=s", "--set", "ingress.host=a.b", "--set", "kafka.bootstrapServers=k:9092"),
-         "not both"),
-        (("--set", "existingSecret=s", "--set", "ingress.host=a.b", "--set", "kafka.internal.enabled=false"),
-         "set kafka.bootstrapServers"),
-        (("--set", "existingSecret=s", "--set", "ingress.host=a.b", "--set", "config.feishu.enabled=true"),
-         "set feishu.app_id"),
+        (
+            ("--set", "existingSecret=s", "--set", "ingress.host=a.b", "--set", "kafka.bootstrapServers=k:9092"),
+            "not both",
+        ),
+        (
+            ("--set", "existingSecret=s", "--set", "ingress.host=a.b", "--set", "kafka.internal.enabled=false"),
+            "set kafka.bootstrapServers",
+        ),
+        (
+            ("--set", "existingSecret=s", "--set", "ingress.host=a.b", "--set", "config.feishu.enabled=true"),
+            "set feishu.app_id",
+        ),
     ],
 )
 def test_template_fails_early_with_what_to_set(helm, args: tuple[str, ...], message: str) -> None:

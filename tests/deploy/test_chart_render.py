@@ -13,8 +13,13 @@ from tests.deploy.helpers import CHART, CI_VALUES, NAMESPACE, SERVICES
 
 DEFAULT, GPU, EXTERNAL = "default-values.yaml", "gpu-values.yaml", "external-kafka-values.yaml"
 SECRET_ENV = (
-    "AIBOT_TELEGRAM__BOT_TOKEN", "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN", "AIBOT_FEISHU__APP_SECRET",
-    "AIBOT_FEISHU__VERIFICATION_TOKEN", "AIBOT_FEISHU__ENCRYPT_KEY", "AIBOT_KAFKA__SASL_PASSWORD", "AIBOT_LLM_API_KEY",
+    "AIBOT_TELEGRAM__BOT_TOKEN",
+    "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN",
+    "AIBOT_FEISHU__APP_SECRET",
+    "AIBOT_FEISHU__VERIFICATION_TOKEN",
+    "AIBOT_FEISHU__ENCRYPT_KEY",
+    "AIBOT_KAFKA__SASL_PASSWORD",
+    "AIBOT_LLM_API_KEY",
 )
 # Shapes of real credentials: a Telegram bot token, OpenAI-style keys, PEM blocks.
 KEY_LOOKING = re.compile(r"\d{6,}:[A-Za-z0-9_-]{20,}|\bsk-[A-Za-z0-9_-]{8,}|-----BEGIN [A-Z ]*PRIVATE KEY")
@@ -70,8 +75,11 @@ def test_hpa_per_service_from_2_to_10_at_70_percent_cpu(render, values_file: str
         assert hpa["apiVersion"] == "autoscaling/v2"
         spec = hpa["spec"]
         assert (spec["minReplicas"], spec["maxReplicas"]) == (2, 10), name
-        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                          "name": deployments[name]["metadata"]["name"]}
+        assert spec["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": deployments[name]["metadata"]["name"],
+        }
         (metric,) = spec["metrics"]
         assert metric["resource"]["name"] == "cpu"
         assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
@@ -80,9 +88,15 @@ def test_hpa_per_service_from_2_to_10_at_70_percent_cpu(render, values_file: str
 
 
 def test_hpa_is_overridable_per_service(render) -> None:
-    rendered = render(DEFAULT, "--set", "coreLlm.autoscaling.maxReplicas=20",
-                      "--set", "renderer.autoscaling.targetCPUUtilizationPercentage=50",
-                      "--set", "ingressTelegram.autoscaling.enabled=false")
+    rendered = render(
+        DEFAULT,
+        "--set",
+        "coreLlm.autoscaling.maxReplicas=20",
+        "--set",
+        "renderer.autoscaling.targetCPUUtilizationPercentage=50",
+        "--set",
+        "ingressTelegram.autoscaling.enabled=false",
+    )
     hpas = rendered.by_component("HorizontalPodAutoscaler")
     assert hpas["core-llm"]["spec"]["maxReplicas"] == 20
     assert hpas["core-llm"]["spec"]["minReplicas"] == 2
@@ -245,8 +259,10 @@ def test_network_policies_admit_outside_traffic_only_to_the_webhook_receivers(re
     policies = {p["metadata"]["name"]: p["spec"] for p in rendered.of_kind("NetworkPolicy")}
     assert set(policies) == {"ai-bot-namespace-only", "ai-bot-webhooks"}
     everyone = policies["ai-bot-namespace-only"]
-    assert everyone["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "ai-bot",
-                                                     "app.kubernetes.io/instance": "ai-bot"}
+    assert everyone["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "ai-bot",
+        "app.kubernetes.io/instance": "ai-bot",
+    }
     assert everyone["policyTypes"] == ["Ingress"]
     same_namespace, metrics = everyone["ingress"]
     assert same_namespace == {"from": [{"podSelector": {}}]}
@@ -259,7 +275,8 @@ def test_network_policies_admit_outside_traffic_only_to_the_webhook_receivers(re
     assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
     external = {p["metadata"]["name"]: p["spec"] for p in render(EXTERNAL).of_kind("NetworkPolicy")}
     assert external["ai-bot-namespace-only"]["ingress"][1]["from"][0]["namespaceSelector"]["matchLabels"] == {
-        "kubernetes.io/metadata.name": "observability"}
+        "kubernetes.io/metadata.name": "observability"
+    }
 
 
 def test_ingress_serves_both_webhooks_over_tls_with_rate_limits(render) -> None:
@@ -281,7 +298,8 @@ def test_ingress_serves_both_webhooks_over_tls_with_rate_limits(render) -> None:
     (external,) = render(EXTERNAL).of_kind("Ingress")
     assert external["spec"]["tls"][0]["secretName"] == "bot-example-com-tls"
     assert external["metadata"]["annotations"]["nginx.ingress.kubernetes.io/whitelist-source-range"] == (
-        "149.154.160.0/20,91.108.4.0/22")
+        "149.154.160.0/20,91.108.4.0/22"
+    )
 
 
 def test_internal_kafka_is_a_single_kraft_broker_and_external_replaces_it(render) -> None:
@@ -340,8 +358,9 @@ def test_monitoring_values_are_there_for_the_monitoring_templates() -> None:
 
 
 def test_notes_give_the_webhook_urls_and_next_steps(helm) -> None:
-    result = helm("install", "ai-bot", str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
-                  "-f", str(CHART / "ci" / DEFAULT))
+    result = helm(
+        "install", "ai-bot", str(CHART), "--namespace", NAMESPACE, "--dry-run=client", "-f", str(CHART / "ci" / DEFAULT)
+    )
     assert result.returncode == 0, result.stderr
     notes = result.stdout.split("NOTES:", 1)[1]
     assert "Telegram: https://bot.example.com/telegram/webhook" in notes

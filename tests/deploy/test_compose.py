@@ -44,8 +44,14 @@ def test_docker_compose_config_accepts_it(tmp_path: Path) -> None:
     if tool is None:
         pytest.skip("docker-compose is not installed (apt-get install docker-compose); the schema test covers the file")
     env = {**os.environ, "AIBOT_ENV_FILE": str(ENV_EXAMPLE), "COMPOSE_PROFILES": "feishu,monitoring"}
-    result = subprocess.run([tool, "-f", str(COMPOSE_FILE), "--project-directory", str(REPO), "config"],
-                            capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    result = subprocess.run(
+        [tool, "-f", str(COMPOSE_FILE), "--project-directory", str(REPO), "config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert set(yaml.safe_load(result.stdout)["services"]) >= {*SERVICES, "kafka", "proxy"}
 
@@ -109,8 +115,13 @@ def test_prometheus_scrapes_every_service() -> None:
 def test_env_example_names_every_secret_and_the_real_env_file_is_ignored() -> None:
     names = set(env_example(commented=True))
     assert {
-        "AIBOT_TELEGRAM__BOT_TOKEN", "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN", "AIBOT_FEISHU__APP_SECRET",
-        "AIBOT_FEISHU__VERIFICATION_TOKEN", "AIBOT_FEISHU__ENCRYPT_KEY", "AIBOT_LLM_API_KEY", "AIBOT_PUBLIC_HOST",
+        "AIBOT_TELEGRAM__BOT_TOKEN",
+        "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN",
+        "AIBOT_FEISHU__APP_SECRET",
+        "AIBOT_FEISHU__VERIFICATION_TOKEN",
+        "AIBOT_FEISHU__ENCRYPT_KEY",
+        "AIBOT_LLM_API_KEY",
+        "AIBOT_PUBLIC_HOST",
     } <= names
     ignored = subprocess.run(["git", "check-ignore", "-q", ".env"], cwd=REPO, check=False)
     assert ignored.returncode == 0, ".env must be git-ignored"
@@ -134,8 +145,11 @@ def _load_compose_config(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]):
 
 def test_compose_config_file_loads_with_the_env_file(monkeypatch: pytest.MonkeyPatch) -> None:
     filled = {k: v for k, v in env_example().items() if v and v != "changeme"}
-    filled |= {"AIBOT_TELEGRAM__BOT_TOKEN": "123456:AAH-real-looking", "AIBOT_LLM_API_KEY": "sk-test-1234",
-               "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN": "a" * 32}
+    filled |= {
+        "AIBOT_TELEGRAM__BOT_TOKEN": "123456:AAH-real-looking",
+        "AIBOT_LLM_API_KEY": "sk-test-1234",
+        "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN": "a" * 32,
+    }
     settings = _load_compose_config(monkeypatch, filled)
     assert settings.environment == "production"
     assert settings.kafka.bootstrap_servers == "kafka:9092"

@@ -14,8 +14,9 @@ SCRIPT = REPO / "scripts" / "install-deploy-tools.sh"
 def test_tools_are_the_pinned_versions(tools_bin: Path) -> None:
     helm = subprocess.run([str(tools_bin / "helm"), "version", "--short"], capture_output=True, text=True, timeout=30)
     assert helm.stdout.startswith("v4.1.4")
-    kubectl = subprocess.run([str(tools_bin / "kubectl"), "version", "--client"], capture_output=True, text=True,
-                             timeout=30)
+    kubectl = subprocess.run(
+        [str(tools_bin / "kubectl"), "version", "--client"], capture_output=True, text=True, timeout=30
+    )
     assert "v1.35.2" in kubectl.stdout
 
 

@@ -70,10 +70,19 @@ def test_unit_runs_the_start_script_as_a_dedicated_user_with_the_env_file() -> N
 
 def test_unit_is_hardened() -> None:
     expected = {
-        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
-        "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes", "ProtectControlGroups": "yes",
-        "RestrictSUIDSGID": "yes", "RestrictNamespaces": "yes", "LockPersonality": "yes",
-        "SystemCallArchitectures": "native", "CapabilityBoundingSet": "", "StateDirectory": "ai-bot",
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes",
+        "ProtectControlGroups": "yes",
+        "RestrictSUIDSGID": "yes",
+        "RestrictNamespaces": "yes",
+        "LockPersonality": "yes",
+        "SystemCallArchitectures": "native",
+        "CapabilityBoundingSet": "",
+        "StateDirectory": "ai-bot",
     }
     assert {k: SERVICE.get(k) for k in expected} == expected
 
@@ -104,8 +113,12 @@ def _run_start(tmp_path: Path, *, docker: str | None, runtime: str = "auto") -> 
     (home / ".venv" / "bin").mkdir(parents=True, exist_ok=True)
     _stub(home / ".venv" / "bin" / "ai-bot", f'echo "ai-bot $*" > {record}\n')
     # Only the stubs on PATH: a real Docker engine on this machine must never be driven by the test.
-    env = {"PATH": str(bin_dir), "AIBOT_HOME": str(home), "AIBOT_RUNTIME": runtime,
-           "AIBOT_ENV_FILE": "/etc/ai-bot/ai-bot.env"}
+    env = {
+        "PATH": str(bin_dir),
+        "AIBOT_HOME": str(home),
+        "AIBOT_RUNTIME": runtime,
+        "AIBOT_ENV_FILE": "/etc/ai-bot/ai-bot.env",
+    }
     result = subprocess.run(["/bin/sh", str(START)], capture_output=True, text=True, timeout=30, env=env)
     result.executed = record.read_text().strip() if record.exists() else ""  # type: ignore[attr-defined]
     return result
@@ -173,7 +186,7 @@ def test_installer_stages_sources_settings_and_unit_and_keeps_settings_on_upgrad
 
 
 def test_installer_refuses_to_run_unstaged_without_root(tmp_path: Path) -> None:
-    _stub(tmp_path / "id", 'echo 1000\n')  # an ordinary user, whoever runs the tests
+    _stub(tmp_path / "id", "echo 1000\n")  # an ordinary user, whoever runs the tests
     env = {**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"}
     env.pop("AIBOT_INSTALL_ROOT", None)
     result = subprocess.run(["bash", str(INSTALL), "--no-start"], capture_output=True, text=True, timeout=30, env=env)

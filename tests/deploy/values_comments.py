@@ -3,6 +3,7 @@
 PyYAML drops comments, so this reads the lines: a key's comment is the comment block right above
 it (or on the `- #` line that opens a list item). Paths are tuples; list items appear as "[]".
 """
+
 from __future__ import annotations
 
 import re
