@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything ai-bot's run and test commands need on a fresh Debian machine:
 # uv (from PyPI), the workspace's Python packages (uv.lock), and the Debian tools the voice tests use
-# to make speech (espeak-ng, ffmpeg). Idempotent: a second run only checks.
+# to make speech (espeak-ng, ffmpeg), and docker-compose to validate the compose file. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,8 @@ fi
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+# docker-compose 1.29 validates docker-compose.yml offline (no Docker engine needed).
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq >/dev/null
