@@ -1,0 +1,185 @@
+"""ingress-feishu: Feishu event callbacks in, envelopes out to Kafka.
+
+Feishu wants a 200 within 3 s and re-sends an event otherwise, for hours. An event is answered 200
+only after the broker acknowledged its envelope; when the broker is slow the answer is 503 and the
+re-send is harmless, because the envelope id is derived from Feishu's event id: this replica
+remembers the events it took, and for a re-send that reaches another replica, core-llm (recent ids
+per conversation) and the renderer (delivered ids per chat, and Feishu's `uuid`) drop the repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from aibot_common import telemetry
+from aibot_common.envelope import Platform
+from aibot_common.kafka import ensure_topics, make_producer, send_all
+from aibot_common.platforms.feishu import FeishuClient, FeishuRejected, FeishuRetryable
+from aibot_common.service import KafkaHealth, background, create_service_app
+from aibot_common.settings import ConfigError, FeishuConfig, Settings
+from aibot_ingress_feishu.handler import BotIdentity, MalformedEvent, event_id, event_to_records
+from aibot_ingress_feishu.security import Credentials, Refused, open_callback
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8082
+# Feishu gives up on an answer after 3 s: a stuck broker must become a 503 (and a re-send) before that.
+ACK_TIMEOUT_S = 2.5
+MAX_BODY_BYTES = 1024 * 1024  # events are a few KB; anything bigger is not Feishu
+PLATFORM = Platform.FEISHU.value
+
+
+def credentials(config: FeishuConfig) -> Credentials:
+    if config.verification_token is None or not config.verification_token.get_secret_value():
+        raise ConfigError(
+            "feishu.verification_token is not set: copy it from the app's Events & Callbacks > Encryption "
+            "Strategy page (AIBOT_FEISHU__VERIFICATION_TOKEN), or set feishu.enabled: false"
+        )
+    key = config.encrypt_key.get_secret_value() if config.encrypt_key else None
+    return Credentials(config.verification_token.get_secret_value(), key or None, config.timestamp_window_s)
+
+
+class RecentEvents:
+    """Event ids this replica has already put on Kafka, kept for the time Feishu may still re-send them."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
+        self._ttl_s = ttl_s
+        self._max = max_entries
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def __contains__(self, event: str) -> bool:
+        expires = self._seen.get(event)
+        return expires is not None and expires > time.monotonic()
+
+    def add(self, event: str) -> None:
+        now = time.monotonic()
+        self._seen[event] = now + self._ttl_s
+        self._seen.move_to_end(event)
+        while self._seen and (len(self._seen) > self._max or next(iter(self._seen.values())) <= now):
+            self._seen.popitem(last=False)
+
+
+class Ingress:
+    def __init__(self, config: FeishuConfig, producer: AIOKafkaProducer, identity: BotIdentity) -> None:
+        self.config = config
+        self.producer = producer
+        self.identity = identity
+        self.recent = RecentEvents(config.dedupe_ttl_s)
+
+    async def publish(self, payload: dict[str, Any]) -> str:
+        """Write the event's envelopes and wait for the broker's ack; returns what became of it."""
+        event = event_id(payload)
+        if event is not None and event in self.recent:
+            return "duplicate"
+        records = event_to_records(payload, self.identity)
+        with telemetry.span("feishu event", event_id=event or ""):
+            await asyncio.wait_for(send_all(self.producer, records), ACK_TIMEOUT_S)
+        if event is not None:
+            self.recent.add(event)
+        if records:
+            telemetry.USER_MESSAGES.labels(platform=PLATFORM).inc()
+        return "accepted" if records else "ignored"
+
+
+async def find_bot_identity(config: FeishuConfig, ingress: Ingress) -> None:
+    """Without feishu.bot_open_id, ask Feishu who the bot is (until it answers): a group message is
+    answered only when it @mentions this open_id."""
+    delay = 2.0
+    async with FeishuClient(config) as client:
+        while True:
+            try:
+                info = await client.bot_info()
+            except (FeishuRetryable, FeishuRejected) as exc:
+                log.warning("could not ask Feishu for the bot's open_id (groups need it; or set "
+                            "feishu.bot_open_id): %s; retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300.0)
+                continue
+            ingress.identity = BotIdentity(open_id=info.open_id, name=config.bot_name or info.name)
+            log.info("bot identity from Feishu", extra={"bot_open_id": info.open_id})
+            return
+
+
+def _answer(status: int, body: dict[str, Any]) -> Response:
+    return JSONResponse(body, status_code=status)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    config = settings.feishu
+    creds = credentials(config)  # fail fast, before start-up
+    if not creds.encrypt_key:
+        log.warning("feishu.encrypt_key is not set: events arrive unencrypted and unsigned; set an Encrypt Key "
+                    "in the developer console and in feishu.encrypt_key")
+    state: dict[str, object] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.kafka.create_topics:
+            await ensure_topics(settings.kafka)
+        producer = make_producer(settings.kafka, "aibot-ingress-feishu")
+        await producer.start()
+        health = KafkaHealth(producer)
+        health.start()
+        ingress = Ingress(config, producer, BotIdentity(open_id=config.bot_open_id, name=config.bot_name))
+        tasks = [] if config.bot_open_id else [find_bot_identity(config, ingress)]
+        state.update(ingress=ingress, health=health)
+        try:
+            async with background(*tasks, name="ingress-feishu"):
+                yield
+        finally:
+            await health.stop()
+            await producer.stop()
+
+    def ready() -> bool:
+        health = state.get("health")
+        return isinstance(health, KafkaHealth) and health.ok
+
+    app = create_service_app("ingress-feishu", lifespan, ready)
+
+    def refused(request: Request, status: int, reason: str) -> Response:
+        outcome = "unauthorized" if status == 401 else "malformed"
+        telemetry.INGRESS_EVENTS.labels(platform=PLATFORM, outcome=outcome).inc()
+        client = request.client.host if request.client else "unknown"
+        log.warning("feishu callback refused (%d): %s", status, reason, extra={"client": client})
+        return _answer(status, {"msg": reason})
+
+    @app.post(config.event_path)
+    async def events(request: Request) -> Response:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return refused(request, 413, "body too large for a Feishu event")
+        body = await request.body()
+        try:
+            opened = open_callback(body, request.headers, creds)
+        except Refused as exc:
+            return refused(request, exc.status, exc.reason)
+        if opened.challenge is not None:
+            telemetry.INGRESS_EVENTS.labels(platform=PLATFORM, outcome="url_verification").inc()
+            log.info("answered Feishu's URL verification")
+            return _answer(200, {"challenge": opened.challenge})
+        ingress = state["ingress"]
+        assert isinstance(ingress, Ingress)
+        try:
+            outcome = await ingress.publish(opened.payload)
+        except MalformedEvent as exc:
+            return refused(request, 400, str(exc))
+        except (KafkaError, TimeoutError) as exc:
+            # Not acknowledged: Feishu will send the event again.
+            telemetry.INGRESS_EVENTS.labels(platform=PLATFORM, outcome="unavailable").inc()
+            log.error("broker did not acknowledge feishu event %s: %s", event_id(opened.payload), exc)
+            return _answer(503, {"msg": "try again"})
+        telemetry.INGRESS_EVENTS.labels(platform=PLATFORM, outcome=outcome).inc()
+        return _answer(200, {"msg": "success"})
+
+    return app
