@@ -152,10 +152,11 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
     # Chinese resident ID: 17 digits + digit or X.
     (re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)"), "[id-card]"),
+    # Phone numbers: +country and 7-14 digits with separators, or CN mobiles. Before cards, or a long
+    # international number would be taken for a card number.
+    (re.compile(r"(?<![\w])\+\d{1,3}[ -]?(?:\d[ -]?){6,13}\d(?!\d)"), "[phone]"),
     # Bank cards: 13-19 digits, optionally grouped by spaces or dashes.
     (re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), "[card]"),
-    # Phone numbers: +country and 7-14 digits with separators, or CN mobiles.
-    (re.compile(r"(?<![\w])\+\d{1,3}[ -]?(?:\d[ -]?){6,13}\d(?!\d)"), "[phone]"),
     (re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "[phone]"),
 )
 _secrets: set[str] = set()
@@ -176,9 +177,23 @@ def mask(text: str) -> str:
     return text
 
 
+def _mask_value(value: Any) -> Any:
+    """Mask strings inside `extra` values too (lists, dicts), not only top-level fields."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: _mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_mask_value(v) for v in value]
+    if value is None or isinstance(value, int | float):
+        return value
+    # Anything else is written as its str() (an exception, a URL object): mask that text now.
+    return mask(str(value))
+
+
 class _MaskingJsonFormatter(JsonFormatter):
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        return {k: mask(v) if isinstance(v, str) else v for k, v in log_data.items()}
+        return {k: _mask_value(v) for k, v in log_data.items()}
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         super().add_fields(log_data, record, message_dict)
