@@ -296,7 +296,10 @@ class FakeFeishu:
                 },
             },
         }
-        self.redeliver(event)
+        if self.event_url is None:
+            self.undelivered.append(event)  # no request URL configured: Feishu has nowhere to send it
+        else:
+            self.redeliver(event)
         return copy.deepcopy(event)
 
     def add_resource(self, message_id: str, file_key: str, content: bytes, *, content_type: str = "audio/ogg",

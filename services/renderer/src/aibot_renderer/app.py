@@ -68,12 +68,24 @@ async def make_senders(settings: Settings, stack: AsyncExitStack) -> dict[Platfo
         bot = make_bot(settings.telegram)
         await stack.enter_async_context(bot)
         senders[Platform.TELEGRAM] = TelegramSender(bot, settings.telegram)
+    if settings.feishu.enabled:
+        # Imported here: lark-oapi takes seconds to import, and a Telegram-only deployment needs none of it.
+        from aibot_common.platforms.feishu import FeishuClient
+        from aibot_renderer.feishu_sender import FeishuSender
+
+        client = FeishuClient(settings.feishu)
+        stack.push_async_callback(client.aclose)
+        senders[Platform.FEISHU] = FeishuSender(client)
     return senders
 
 
 def create_app(settings: Settings) -> FastAPI:
     if settings.telegram.enabled:
         bot_token(settings.telegram)  # fail fast on a missing token
+    if settings.feishu.enabled:
+        from aibot_common.platforms.feishu import app_credentials
+
+        app_credentials(settings.feishu)  # fail fast on missing Feishu app credentials
     status = ServiceStatus()
 
     @asynccontextmanager

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from aibot_common.envelope import Envelope, Kind, Origin, Platform, TextPart
 from aibot_common.settings import RendererSettings
+from aibot_renderer.feishu_format import format_for_feishu
 from aibot_renderer.telegram_format import markdown_to_telegram, split_message, with_transcript
 
 Formatter = Callable[[Envelope, RendererSettings], list[Envelope]]
@@ -40,7 +41,7 @@ def format_for_telegram(reply: Envelope, settings: RendererSettings) -> list[Env
     ]
 
 
-FORMATTERS: dict[Platform, Formatter] = {Platform.TELEGRAM: format_for_telegram}
+FORMATTERS: dict[Platform, Formatter] = {Platform.TELEGRAM: format_for_telegram, Platform.FEISHU: format_for_feishu}
 
 
 def format_reply(reply: Envelope, settings: RendererSettings) -> list[Envelope]:

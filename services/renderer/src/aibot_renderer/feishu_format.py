@@ -1,0 +1,131 @@
+"""The assistant's markdown -> Feishu messages, each under Feishu's size limits.
+
+A reply without formatting goes as a `text` message; one with markdown (code, lists, links, emphasis,
+headings, quotes) as a message card (schema 2.0) whose `markdown` element renders it, and so does a
+voice answer, whose transcript is quoted in its own element above the answer. Feishu limits the
+request body (text 150 KB, card 30 KB), in which the content is a JSON string inside JSON, so that is
+what is measured, in bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aibot_common.envelope import Envelope, Kind, Origin, TextPart
+from aibot_common.settings import RendererSettings
+from aibot_renderer.splitting import split_points
+
+TEXT_LIMIT_BYTES = 150 * 1024
+CARD_LIMIT_BYTES = 30 * 1024
+# Room for the rest of the request body (msg_type, receive_id, uuid) and for closing and reopening a
+# code fence cut by a split.
+HEADROOM_BYTES = 1024
+
+_FORMATTING = re.compile(
+    r"```|`[^`\n]+`"  # code
+    r"|^[ \t]{0,3}(?:[-*+]|\d+[.)])[ \t]"  # list items
+    r"|\[[^\]\n]+\]\([^)\s]+\)"  # links
+    r"|\*\*[^*\n]+\*\*|__[^_\n]+__|~~[^~\n]+~~"  # bold, strikethrough
+    r"|^[ \t]{0,3}#{1,6}[ \t]|^[ \t]{0,3}>",  # headings, quotes
+    re.MULTILINE,
+)
+_AT_TAG = re.compile(r"<(/?at)\b", re.IGNORECASE)
+_FENCE = re.compile(r"^[ \t]{0,3}```(.*)$", re.MULTILINE)
+MSG_TYPES = {"plain": "text", "feishu_card": "interactive", "feishu_post": "post"}
+
+
+@dataclass(frozen=True)
+class FeishuMessage:
+    source: str  # the markdown this message shows (also the plain-text fallback)
+    format: str  # "plain" (a text message) or "feishu_card"
+    content: str  # the `content` JSON string Feishu's send/reply API takes
+
+
+def has_formatting(markdown: str) -> bool:
+    return _FORMATTING.search(markdown) is not None
+
+
+def defuse_mentions(text: str) -> str:
+    """Feishu turns `<at user_id="all">` in a text or card into a real @mention, so a model's output
+    could ping a whole group. A zero-width space after `<` keeps the words and drops the ping."""
+    return _AT_TAG.sub("<\u200b\\1", text)
+
+
+def text_content(text: str) -> str:
+    # Single newlines become blank lines, as the first version did, so lines stay apart in the client.
+    spaced = re.sub(r"(?<!\n)\n(?!\n)", "\n\n", text)
+    return json.dumps({"text": spaced}, ensure_ascii=False)
+
+
+def card_content(markdown: str, transcript: str | None = None) -> str:
+    elements: list[dict[str, Any]] = []
+    if transcript:
+        elements.append({"tag": "markdown", "content": f"<font color='grey'>🎤 {transcript}</font>"})
+        elements.append({"tag": "hr"})
+    elements.append({"tag": "markdown", "content": markdown})
+    return json.dumps({"schema": "2.0", "body": {"elements": elements}}, ensure_ascii=False)
+
+
+def body_bytes(content: str) -> int:
+    """How much a content string adds to the request body: JSON-escaped once more, UTF-8."""
+    return len(json.dumps(content, ensure_ascii=False).encode())
+
+
+def render(markdown: str, transcript: str | None = None) -> list[FeishuMessage]:
+    """Markdown -> one message, or several when it is too long for one."""
+    markdown = defuse_mentions(markdown.strip())
+    transcript = defuse_mentions(" ".join(transcript.split())) if transcript else None
+    if not markdown:
+        return []
+    if transcript is None and not has_formatting(markdown):
+        make: Callable[[str], str] = text_content
+        limit, form = TEXT_LIMIT_BYTES, "plain"
+    else:
+        make, limit, form = card_content, CARD_LIMIT_BYTES, "feishu_card"
+    budget = limit - HEADROOM_BYTES - (body_bytes(card_content("", transcript)) if transcript else 0)
+    chunks = [markdown[start:end] for start, end in split_points(markdown, budget, lambda s: body_bytes(make(s)))]
+    chunks = _balance_fences(chunks)
+    messages = []
+    for index, chunk in enumerate(chunks):
+        content = card_content(chunk, transcript if index == 0 else None) if form == "feishu_card" else make(chunk)
+        messages.append(FeishuMessage(source=chunk, format=form, content=content))
+    return messages
+
+
+def _balance_fences(chunks: list[str]) -> list[str]:
+    """A split inside a fenced code block: close the fence in one part, reopen it in the next."""
+    balanced: list[str] = []
+    reopen = ""
+    for chunk in chunks:
+        chunk = reopen + chunk
+        opening: str | None = None
+        for match in _FENCE.finditer(chunk):
+            opening = None if opening is not None else match.group(0).strip()
+        if opening is not None:
+            chunk += "\n```"
+            reopen = opening + "\n"
+        else:
+            reopen = ""
+        balanced.append(chunk)
+    return balanced
+
+
+def format_for_feishu(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
+    transcript = reply.meta.get("transcript")
+    show = reply.origin is Origin.VOICE and bool(transcript) and settings.show_transcript
+    messages = render(reply.text(), transcript if show else None)
+    return [
+        reply.derive(
+            kind=Kind.OUTBOUND,
+            suffix=f"fs-part{index}",
+            parts=[TextPart(text=message.source, format=message.format, rendered=message.content)],
+            # Only the first part answers the user's message; the rest follow it in the chat.
+            reply_to_message_id=reply.reply_to_message_id if index == 0 else None,
+            meta={**reply.meta, "part": f"{index + 1}/{len(messages)}"},
+        )
+        for index, message in enumerate(messages)
+    ]
