@@ -1,5 +1,5 @@
-"""The asr-worker's real parts: tiny.en (CPU int8) on an espeak-ng voice note, and the Telegram
-download through python-telegram-bot against the fake Bot API server."""
+"""The asr-worker's real parts: tiny.en (CPU int8) on an espeak-ng voice note, and the downloads
+through python-telegram-bot and the shared Feishu client against the fake platforms."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import pytest
 
 from aibot_asr_worker.app import make_transcriber
 from aibot_asr_worker.audio import decode, sniff
-from aibot_asr_worker.download import AudioTooBig, AudioUnavailable, TelegramAudio
+from aibot_asr_worker.download import AudioTooBig, AudioUnavailable, FeishuAudio, TelegramAudio
 from aibot_asr_worker.model import ModelPlan, bundled_model_path, cuda_device_count, plan_model
 from aibot_asr_worker.transcriber import BatchedTranscriber, Transcriber
 from aibot_common.envelope import AudioPart, Conversation, Envelope, Kind, Platform
+from aibot_common.platforms.feishu import FeishuClient
 from aibot_common.platforms.telegram import make_bot
-from aibot_common.settings import AsrSettings, ModelConfig, TelegramConfig
+from aibot_common.settings import AsrSettings, FeishuConfig, ModelConfig, TelegramConfig
+from aibot_fakes.feishu import FakeFeishu
 from aibot_fakes.telegram import FakeTelegram
 from tests.voice_samples import EXPECTED_WORDS, missing_tools, skip_reason, speech_ogg, words
 
@@ -133,3 +135,43 @@ async def test_a_file_over_the_limit_is_refused_by_its_declared_size(telegram: F
 async def test_an_unknown_file_is_unavailable_not_retried(telegram: FakeTelegram) -> None:
     with pytest.raises(AudioUnavailable, match=r"(?i)invalid file_id"):
         await download(telegram, "no-such-file")
+
+
+# ------------------------------------------------------------------ the Feishu download
+
+
+@pytest.fixture
+async def feishu() -> AsyncIterator[FakeFeishu]:
+    fake = FakeFeishu()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+async def feishu_download(fake: FakeFeishu, message_id: str, file_key: str, max_bytes: int = 1024 * 1024):
+    config = FeishuConfig(enabled=True, app_id=fake.app_id, app_secret=fake.app_secret, domain=fake.url)
+    request = Envelope(
+        id="fs-1",
+        kind=Kind.ASR_REQUEST,
+        conversation=Conversation(platform=Platform.FEISHU, chat_id="oc_1"),
+        parts=[AudioPart(file_ref=file_key)],
+        meta={"message_id": message_id},
+    )
+    async with FeishuClient(config) as client:
+        return await FeishuAudio(client, max_bytes=max_bytes, timeout_s=10).fetch(request, request.parts[0])
+
+
+async def test_feishu_audio_comes_from_the_message_resource_with_its_content_type(feishu: FakeFeishu) -> None:
+    audio = b"OggS" + bytes(range(256)) * 40
+    feishu.add_resource("om_1", "file_v3_1", audio, content_type="audio/ogg")
+    download = await feishu_download(feishu, "om_1", "file_v3_1")
+    assert download.data == audio and download.content_type == "audio/ogg"
+    assert feishu.calls_to("download")
+
+
+async def test_feishu_audio_over_the_limit_is_too_big_and_a_foreign_key_is_unavailable(feishu: FakeFeishu) -> None:
+    feishu.add_resource("om_2", "file_v3_2", b"OggS" + b"\x00" * 5000)
+    with pytest.raises(AudioTooBig):
+        await feishu_download(feishu, "om_2", "file_v3_2", max_bytes=1000)
+    with pytest.raises(AudioUnavailable, match="234043"):
+        await feishu_download(feishu, "om_2", "file_v3_other")

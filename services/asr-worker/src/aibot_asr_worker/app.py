@@ -15,12 +15,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from aibot_asr_worker.download import AudioFetcher, TelegramAudio
+from aibot_asr_worker.download import AudioFetcher, FeishuAudio, TelegramAudio
 from aibot_asr_worker.handler import AsrDeps, handle
 from aibot_asr_worker.model import ModelPlan, load_model, plan_model
 from aibot_asr_worker.transcriber import BatchedTranscriber, PooledTranscriber, Transcriber
 from aibot_common.envelope import Envelope, Kind, Platform
 from aibot_common.kafka import OutRecord, ensure_topics, make_producer, send_all
+from aibot_common.platforms.feishu import FeishuClient, app_credentials
 from aibot_common.platforms.telegram import bot_token, make_bot
 from aibot_common.runner import Consumed, InvalidMessage, Process
 from aibot_common.service import KafkaHealth, create_service_app
@@ -80,8 +81,10 @@ async def make_fetchers(settings: Settings, stack: AsyncExitStack) -> dict[Platf
         bot = make_bot(settings.telegram, read_timeout_s=asr.download_timeout_s)
         await stack.enter_async_context(bot)
         fetchers[Platform.TELEGRAM] = TelegramAudio(bot, max_bytes=asr.max_bytes, timeout_s=asr.download_timeout_s)
-    if settings.feishu.enabled and Platform.FEISHU not in fetchers:
-        log.warning("feishu is enabled but this asr-worker has no feishu audio client: its voice notes dead-letter")
+    if settings.feishu.enabled:
+        client = FeishuClient(settings.feishu, download_timeout_s=asr.download_timeout_s)
+        await stack.enter_async_context(client)
+        fetchers[Platform.FEISHU] = FeishuAudio(client, max_bytes=asr.max_bytes, timeout_s=asr.download_timeout_s)
     return fetchers
 
 
@@ -91,6 +94,8 @@ def create_app(settings: Settings) -> FastAPI:
     plan = plan_model(settings.asr_model())  # fails fast: no asr model, unknown language, no GPU for cuda
     if settings.telegram.enabled:
         bot_token(settings.telegram)
+    if settings.feishu.enabled:
+        app_credentials(settings.feishu)
     transcriber = make_transcriber(plan, settings.asr)
     status = ServiceStatus()
 

@@ -1,9 +1,10 @@
 """Fetching a voice note's bytes from its platform, bounded in size and time.
 
-Each platform's own client does the talking (python-telegram-bot here, configured with the same
-base URL as every other service); this module turns its answers into three outcomes the handler
-understands: the bytes, "too big" (a polite limit reply), or "unavailable" (the file is gone or
-refused: a polite reply and a dead letter). Anything transient is `Retryable` for the runner.
+Each platform's own client does the talking (python-telegram-bot, configured with the same base
+URL as every other service; the shared Feishu client with its tenant token); this module turns
+their answers into three outcomes the handler understands: the bytes, "too big" (a polite limit
+reply), or "unavailable" (the file is gone or refused: a polite reply and a dead letter). Anything
+transient is `Retryable` for the runner.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, Tele
 
 from aibot_common import telemetry
 from aibot_common.envelope import AudioPart, Envelope
+from aibot_common.platforms.feishu import FeishuClient, FeishuRejected
 from aibot_common.runner import Retryable
 
 
@@ -84,6 +86,34 @@ class TelegramAudio:
     @staticmethod
     def _count(method: str, code: str) -> None:
         telemetry.PLATFORM_API_CALLS.labels(platform="telegram", method=method, code=code).inc()
+
+
+class FeishuAudio:
+    """The message-resource download (`type=file`), streamed by the shared client and cut off at the bound."""
+
+    def __init__(self, client: FeishuClient, *, max_bytes: int, timeout_s: float) -> None:
+        self._client = client
+        self._max_bytes = max_bytes
+        self._timeout_s = timeout_s
+
+    async def fetch(self, request: Envelope, part: AudioPart) -> Download:
+        # A resource is addressed by the message that carries it, which ingress-feishu keeps in meta.
+        message_id = request.meta.get("message_id") or request.reply_to_message_id
+        if not message_id:
+            raise AudioUnavailable("the request names no feishu message_id to download the audio from")
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                resource = await self._client.download_message_resource(
+                    message_id, part.file_ref, resource_type="file", max_bytes=self._max_bytes
+                )
+        except TimeoutError:
+            raise Retryable(f"downloading the voice note took over {self._timeout_s:g} s") from None
+        except FeishuRejected as exc:  # FeishuRetryable is Retryable already: left to the runner
+            if exc.code is None and exc.http_status is None:
+                # Not Feishu's answer (that always has an HTTP status): the client's own size bound.
+                raise AudioTooBig(None, self._max_bytes) from exc
+            raise AudioUnavailable(str(exc)) from exc
+        return Download(resource.content, resource.content_type)
 
 
 def _seconds(retry_after: int | float | timedelta) -> float:
