@@ -21,7 +21,6 @@ from aibot_asr_worker.model import ModelPlan, load_model, plan_model
 from aibot_asr_worker.transcriber import BatchedTranscriber, PooledTranscriber, Transcriber
 from aibot_common.envelope import Envelope, Kind, Platform
 from aibot_common.kafka import OutRecord, ensure_topics, make_producer, send_all
-from aibot_common.platforms.feishu import FeishuClient, app_credentials
 from aibot_common.platforms.telegram import bot_token, make_bot
 from aibot_common.runner import Consumed, InvalidMessage, Process
 from aibot_common.service import KafkaHealth, create_service_app
@@ -82,6 +81,8 @@ async def make_fetchers(settings: Settings, stack: AsyncExitStack) -> dict[Platf
         await stack.enter_async_context(bot)
         fetchers[Platform.TELEGRAM] = TelegramAudio(bot, max_bytes=asr.max_bytes, timeout_s=asr.download_timeout_s)
     if settings.feishu.enabled:
+        from aibot_common.platforms.feishu import FeishuClient  # lark-oapi: seconds to import, Feishu only
+
         client = FeishuClient(settings.feishu, download_timeout_s=asr.download_timeout_s)
         await stack.enter_async_context(client)
         fetchers[Platform.FEISHU] = FeishuAudio(client, max_bytes=asr.max_bytes, timeout_s=asr.download_timeout_s)
@@ -95,6 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.telegram.enabled:
         bot_token(settings.telegram)
     if settings.feishu.enabled:
+        from aibot_common.platforms.feishu import app_credentials
+
         app_credentials(settings.feishu)
     transcriber = make_transcriber(plan, settings.asr)
     status = ServiceStatus()

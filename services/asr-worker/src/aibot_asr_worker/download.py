@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from telegram import Bot
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
 
 from aibot_common import telemetry
 from aibot_common.envelope import AudioPart, Envelope
-from aibot_common.platforms.feishu import FeishuClient, FeishuRejected
 from aibot_common.runner import Retryable
+
+if TYPE_CHECKING:  # lark-oapi takes seconds of CPU to import: only a Feishu deployment pays for it
+    from aibot_common.platforms.feishu import FeishuClient
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,8 @@ class FeishuAudio:
         self._timeout_s = timeout_s
 
     async def fetch(self, request: Envelope, part: AudioPart) -> Download:
+        from aibot_common.platforms.feishu import FeishuRejected
+
         # A resource is addressed by the message that carries it, which ingress-feishu keeps in meta.
         message_id = request.meta.get("message_id") or request.reply_to_message_id
         if not message_id:
