@@ -37,6 +37,7 @@ DEFAULT_PORT = 8082
 # Feishu gives up on an answer after 3 s: a stuck broker must become a 503 (and a re-send) before that.
 ACK_TIMEOUT_S = 2.5
 MAX_BODY_BYTES = 1024 * 1024  # events are a few KB; anything bigger is not Feishu
+IDENTITY_RETRY_S = (2.0, 300.0)  # first and longest wait between attempts to learn the bot's open_id
 PLATFORM = Platform.FEISHU.value
 
 
@@ -95,7 +96,7 @@ class Ingress:
 async def find_bot_identity(config: FeishuConfig, ingress: Ingress) -> None:
     """Without feishu.bot_open_id, ask Feishu who the bot is (until it answers): a group message is
     answered only when it @mentions this open_id."""
-    delay = 2.0
+    delay, longest = IDENTITY_RETRY_S
     async with FeishuClient(config) as client:
         while True:
             try:
@@ -104,7 +105,7 @@ async def find_bot_identity(config: FeishuConfig, ingress: Ingress) -> None:
                 log.warning("could not ask Feishu for the bot's open_id (groups need it; or set "
                             "feishu.bot_open_id): %s; retrying in %.0fs", exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 300.0)
+                delay = min(delay * 2, longest)
                 continue
             ingress.identity = BotIdentity(open_id=info.open_id, name=config.bot_name or info.name)
             log.info("bot identity from Feishu", extra={"bot_open_id": info.open_id})
