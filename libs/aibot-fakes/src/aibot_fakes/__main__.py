@@ -60,8 +60,14 @@ def _build(args: argparse.Namespace) -> _Fake:
     if args.kind == "telegram":
         return FakeTelegram(args.token, bot_username=args.bot_username)
     if args.kind == "feishu":
-        return FakeFeishu(app_id=args.app_id, app_secret=args.app_secret, verification_token=args.verification_token,
-                          encrypt_key=args.encrypt_key or None, bot_open_id=args.bot_open_id, event_url=args.event_url)
+        return FakeFeishu(
+            app_id=args.app_id,
+            app_secret=args.app_secret,
+            verification_token=args.verification_token,
+            encrypt_key=args.encrypt_key or None,
+            bot_open_id=args.bot_open_id,
+            event_url=args.event_url,
+        )
     return FakeLLM(latency_s=args.latency, chunk_delay_s=args.chunk_delay, api_key=args.api_key, model=args.model)
 
 

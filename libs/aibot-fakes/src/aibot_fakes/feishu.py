@@ -222,26 +222,57 @@ class FakeFeishu:
         prefix = "".join(f"{key} " for key in keys[: 1 if mention_bot else 0])
         others = " ".join(keys[1 if mention_bot else 0 :])
         body = f"{prefix}{text}" + (f" {others}" if others else "")
-        return self.user_sends(chat_id, "text", {"text": body}, chat_type=chat_type, open_id=open_id,
-                               mentions=list(zip(keys, people, strict=True)))
+        return self.user_sends(
+            chat_id,
+            "text",
+            {"text": body},
+            chat_type=chat_type,
+            open_id=open_id,
+            mentions=list(zip(keys, people, strict=True)),
+        )
 
-    def user_sends_post(self, chat_id: str, title: str, paragraphs: list[list[dict[str, Any]]], *,
-                        chat_type: str = "p2p", open_id: str = "ou_user0000000000000000000000001",
-                        mention_bot: bool = False) -> dict[str, Any]:
+    def user_sends_post(
+        self,
+        chat_id: str,
+        title: str,
+        paragraphs: list[list[dict[str, Any]]],
+        *,
+        chat_type: str = "p2p",
+        open_id: str = "ou_user0000000000000000000000001",
+        mention_bot: bool = False,
+    ) -> dict[str, Any]:
         mentions = [("@_user_1", (self.bot_open_id, self.bot_name))] if mention_bot else []
         if mention_bot:
             paragraphs = [[{"tag": "at", "user_id": "@_user_1", "user_name": self.bot_name}], *paragraphs]
-        return self.user_sends(chat_id, "post", {"title": title, "content": paragraphs}, chat_type=chat_type,
-                               open_id=open_id, mentions=mentions)
+        return self.user_sends(
+            chat_id,
+            "post",
+            {"title": title, "content": paragraphs},
+            chat_type=chat_type,
+            open_id=open_id,
+            mentions=mentions,
+        )
 
-    def user_sends_audio(self, chat_id: str, audio: bytes, *, duration_ms: int, chat_type: str = "p2p",
-                         open_id: str = "ou_user0000000000000000000000001",
-                         content_type: str = "audio/ogg") -> dict[str, Any]:
+    def user_sends_audio(
+        self,
+        chat_id: str,
+        audio: bytes,
+        *,
+        duration_ms: int,
+        chat_type: str = "p2p",
+        open_id: str = "ou_user0000000000000000000000001",
+        content_type: str = "audio/ogg",
+    ) -> dict[str, Any]:
         """A voice note (Opus); the bot downloads it from the resources endpoint with the returned keys."""
         file_key = f"file_v3_{secrets.token_hex(12)}"
-        event = self.user_sends(chat_id, "audio", {"file_key": file_key, "duration": duration_ms},
-                                chat_type=chat_type, open_id=open_id, resources={
-                                    file_key: _Resource(bytes(audio), content_type, f"{file_key}.opus")})
+        event = self.user_sends(
+            chat_id,
+            "audio",
+            {"file_key": file_key, "duration": duration_ms},
+            chat_type=chat_type,
+            open_id=open_id,
+            resources={file_key: _Resource(bytes(audio), content_type, f"{file_key}.opus")},
+        )
         return event
 
     def user_sends(
@@ -288,8 +319,12 @@ class FakeFeishu:
                     "message_type": message_type,
                     "content": json.dumps(content, ensure_ascii=False),
                     "mentions": [
-                        {"key": key, "id": {"open_id": person_id, "union_id": "", "user_id": ""}, "name": name,
-                         "tenant_key": self.tenant_key}
+                        {
+                            "key": key,
+                            "id": {"open_id": person_id, "union_id": "", "user_id": ""},
+                            "name": name,
+                            "tenant_key": self.tenant_key,
+                        }
                         for key, (person_id, name) in mentions
                     ],
                     "user_agent": "fake-feishu",
@@ -302,8 +337,15 @@ class FakeFeishu:
             self.redeliver(event)
         return copy.deepcopy(event)
 
-    def add_resource(self, message_id: str, file_key: str, content: bytes, *, content_type: str = "audio/ogg",
-                     file_name: str | None = None) -> None:
+    def add_resource(
+        self,
+        message_id: str,
+        file_key: str,
+        content: bytes,
+        *,
+        content_type: str = "audio/ogg",
+        file_name: str | None = None,
+    ) -> None:
         message = self._messages.setdefault(message_id, _Message(message_id, "", from_bot=False))
         message.resources[file_key] = _Resource(bytes(content), content_type, file_name or file_key)
 
@@ -325,8 +367,11 @@ class FakeFeishu:
             await asyncio.sleep(delay)
             if self._closed:
                 return
-            record: dict[str, Any] = {"event_id": event["header"]["event_id"], "attempt": attempt + 1,
-                                      "time": time.time()}
+            record: dict[str, Any] = {
+                "event_id": event["header"]["event_id"],
+                "attempt": attempt + 1,
+                "time": time.time(),
+            }
             self.deliveries.append(record)
             try:
                 response = await self.deliver_raw(body, url=url)
@@ -348,8 +393,7 @@ class FakeFeishu:
     def signed_headers(self, body: bytes, *, timestamp: int | None = None, key: str | None = None) -> dict[str, str]:
         stamp = str(int(time.time()) if timestamp is None else timestamp)
         nonce = secrets.token_hex(8)
-        headers = {"Content-Type": "application/json", "X-Lark-Request-Timestamp": stamp,
-                   "X-Lark-Request-Nonce": nonce}
+        headers = {"Content-Type": "application/json", "X-Lark-Request-Timestamp": stamp, "X-Lark-Request-Nonce": nonce}
         signing_key = key if key is not None else self.encrypt_key
         if signing_key:
             headers["X-Lark-Signature"] = sign(stamp, nonce, signing_key, body)
@@ -359,8 +403,9 @@ class FakeFeishu:
         """The bytes Feishu would POST for this payload (encrypted when an Encrypt Key is set)."""
         return self._body(payload)
 
-    async def deliver_raw(self, body: bytes, *, headers: dict[str, str] | None = None, signed: bool = True,
-                          url: str | None = None) -> httpx.Response:
+    async def deliver_raw(
+        self, body: bytes, *, headers: dict[str, str] | None = None, signed: bool = True, url: str | None = None
+    ) -> httpx.Response:
         """POST bytes to the event URL once, signed unless told otherwise or given explicit headers."""
         target = url or self.event_url
         if target is None or self._client is None:
@@ -388,8 +433,9 @@ class FakeFeishu:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 where = f" to chat {chat_id}" if chat_id is not None else ""
-                raise TimeoutError(f"expected {count} sent message(s){where} within {timeout}s, "
-                                   f"got {[item['text'] for item in items]}")
+                raise TimeoutError(
+                    f"expected {count} sent message(s){where} within {timeout}s, got {[item['text'] for item in items]}"
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sent_changed.wait(), remaining)
 
@@ -409,14 +455,24 @@ class FakeFeishu:
 
     # ------------------------------------------------------------------ failure injection and tokens
 
-    def fail_next(self, api: str, *, code: int, msg: str = "", http_status: int = 400,
-                  retry_after: int | None = None, times: int = 1) -> None:
+    def fail_next(
+        self,
+        api: str,
+        *,
+        code: int,
+        msg: str = "",
+        http_status: int = 400,
+        retry_after: int | None = None,
+        times: int = 1,
+    ) -> None:
         """The next `times` calls of api ("token", "send", "reply", "download", "bot_info") fail so.
         With retry_after, the answer carries the gateway's x-ogw-ratelimit-* headers."""
         headers = {"x-ogw-ratelimit-limit": "5", "x-ogw-ratelimit-reset": str(retry_after)} if retry_after else {}
         queue = self._failures.setdefault(api, deque())
-        queue.extend(FeishuApiError(code, msg or f"injected failure {code}", http_status=http_status,
-                                    headers=headers) for _ in range(times))
+        queue.extend(
+            FeishuApiError(code, msg or f"injected failure {code}", http_status=http_status, headers=headers)
+            for _ in range(times)
+        )
 
     def expire_tokens(self) -> None:
         """Every tenant token issued so far stops working now (as if it had expired)."""
@@ -436,13 +492,15 @@ class FakeFeishu:
     def _authorize(self, request: Request) -> None:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
-            raise FeishuApiError(99991661, "Missing access token for authorization. Please make a request with "
-                                           "token attached.")
+            raise FeishuApiError(
+                99991661, "Missing access token for authorization. Please make a request with token attached."
+            )
         value = auth[7:].strip()
         now = time.time()
         if not any(t.value == value and t.valid(now) for t in self._tokens):
-            raise FeishuApiError(99991663, "Invalid access token for authorization. Please make a request with "
-                                           "token attached.")
+            raise FeishuApiError(
+                99991663, "Invalid access token for authorization. Please make a request with token attached."
+            )
 
     # ------------------------------------------------------------------ HTTP
 
@@ -468,16 +526,25 @@ class FakeFeishu:
 
         @app.get("/open-apis/bot/v3/info")
         async def bot_info(request: Request) -> Response:
-            bot = {"activate_status": 2, "app_name": self.bot_name, "avatar_url": "", "ip_white_list": [],
-                   "open_id": self.bot_open_id}
+            bot = {
+                "activate_status": 2,
+                "app_name": self.bot_name,
+                "avatar_url": "",
+                "ip_white_list": [],
+                "open_id": self.bot_open_id,
+            }
             return await self._api("bot_info", request, lambda _, __: {"code": 0, "msg": "ok", "bot": bot})
 
         add_control_routes(app, self)
         return app
 
     async def _api(self, api: str, request: Request, handler: _Handler, *, authorize: bool = True) -> Response:
-        call: dict[str, Any] = {"api": api, "path": request.url.path, "query": dict(request.query_params),
-                                "time": time.time()}
+        call: dict[str, Any] = {
+            "api": api,
+            "path": request.url.path,
+            "query": dict(request.query_params),
+            "time": time.time(),
+        }
         self.calls.append(call)
         try:
             body: dict[str, Any] = {}
@@ -523,8 +590,9 @@ class FakeFeishu:
             raise FeishuApiError(230011, "The message was recalled or deleted.")
         return self._create(target.chat_id, body, call, reply_to=message_id)
 
-    def _create(self, chat_id: str, body: dict[str, Any], call: dict[str, Any], *,
-                reply_to: str | None) -> dict[str, Any]:
+    def _create(
+        self, chat_id: str, body: dict[str, Any], call: dict[str, Any], *, reply_to: str | None
+    ) -> dict[str, Any]:
         msg_type, content = body.get("msg_type"), body.get("content")
         if msg_type not in MSG_TYPES:
             raise FeishuApiError(230001, f"invalid message content: unknown msg_type {msg_type!r}")
@@ -546,15 +614,29 @@ class FakeFeishu:
                 return {"code": 0, "msg": "success", "data": previous[1]}
         message_id = f"om_{secrets.token_hex(16)}"
         self._messages[message_id] = _Message(message_id, chat_id, from_bot=True)
-        data = {"message_id": message_id, "chat_id": chat_id, "msg_type": msg_type, "parent_id": reply_to or "",
-                "create_time": str(int(now * 1000)), "sender": {"id": self.app_id, "sender_type": "app"}}
+        data = {
+            "message_id": message_id,
+            "chat_id": chat_id,
+            "msg_type": msg_type,
+            "parent_id": reply_to or "",
+            "create_time": str(int(now * 1000)),
+            "sender": {"id": self.app_id, "sender_type": "app"},
+        }
         if isinstance(uuid, str) and uuid:
             self._uuids[uuid] = (now, data)
-        self.sent.append({
-            "index": len(self.sent), "message_id": message_id, "chat_id": chat_id, "msg_type": msg_type,
-            "content": parsed, "text": _visible_text(msg_type, parsed), "reply_to": reply_to, "uuid": uuid,
-            "time": now,
-        })
+        self.sent.append(
+            {
+                "index": len(self.sent),
+                "message_id": message_id,
+                "chat_id": chat_id,
+                "msg_type": msg_type,
+                "content": parsed,
+                "text": _visible_text(msg_type, parsed),
+                "reply_to": reply_to,
+                "uuid": uuid,
+                "time": now,
+            }
+        )
         self._notify()
         return {"code": 0, "msg": "success", "data": data}
 
@@ -565,8 +647,11 @@ class FakeFeishu:
         stored = message.resources.get(file_key) if message else None
         if stored is None:
             raise FeishuApiError(234043, "Resource does not belong to the message.")
-        return Response(stored.content, media_type=stored.content_type,
-                        headers={"Content-Disposition": f'attachment; filename="{stored.file_name}"'})
+        return Response(
+            stored.content,
+            media_type=stored.content_type,
+            headers={"Content-Disposition": f'attachment; filename="{stored.file_name}"'},
+        )
 
 
 def _parse_content(msg_type: str, content: str) -> Any:

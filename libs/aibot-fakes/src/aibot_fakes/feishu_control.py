@@ -43,12 +43,19 @@ def add_control_routes(app: FastAPI, fake: FakeFeishu) -> None:
 
     @app.post("/_fake/users/{chat_id}/messages")
     async def user_text(chat_id: str, body: UserText) -> dict[str, Any]:
-        return simulate(fake.user_sends_text, chat_id, body.text, chat_type=body.chat_type, open_id=body.open_id,
-                        mention_bot=body.mention_bot)
+        return simulate(
+            fake.user_sends_text,
+            chat_id,
+            body.text,
+            chat_type=body.chat_type,
+            open_id=body.open_id,
+            mention_bot=body.mention_bot,
+        )
 
     @app.post("/_fake/users/{chat_id}/audio")
-    async def user_audio(chat_id: str, request: Request, duration_ms: int = Query(ge=0),
-                         chat_type: str = "p2p") -> dict[str, Any]:
+    async def user_audio(
+        chat_id: str, request: Request, duration_ms: int = Query(ge=0), chat_type: str = "p2p"
+    ) -> dict[str, Any]:
         audio = await request.body()
         if not audio:
             raise HTTPException(status_code=400, detail="the request body must be the audio bytes")

@@ -102,8 +102,12 @@ async def find_bot_identity(config: FeishuConfig, ingress: Ingress) -> None:
             try:
                 info = await client.bot_info()
             except (FeishuRetryable, FeishuRejected) as exc:
-                log.warning("could not ask Feishu for the bot's open_id (groups need it; or set "
-                            "feishu.bot_open_id): %s; retrying in %.0fs", exc, delay)
+                log.warning(
+                    "could not ask Feishu for the bot's open_id (groups need it; or set "
+                    "feishu.bot_open_id): %s; retrying in %.0fs",
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, longest)
                 continue
@@ -120,8 +124,10 @@ def create_app(settings: Settings) -> FastAPI:
     config = settings.feishu
     creds = credentials(config)  # fail fast, before start-up
     if not creds.encrypt_key:
-        log.warning("feishu.encrypt_key is not set: events arrive unencrypted and unsigned; set an Encrypt Key "
-                    "in the developer console and in feishu.encrypt_key")
+        log.warning(
+            "feishu.encrypt_key is not set: events arrive unencrypted and unsigned; set an Encrypt Key "
+            "in the developer console and in feishu.encrypt_key"
+        )
     state: dict[str, object] = {}
 
     @asynccontextmanager

@@ -68,8 +68,9 @@ def signature(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
     return hashlib.sha256((timestamp + nonce + encrypt_key).encode() + body).hexdigest()
 
 
-def verify_signature(headers: Mapping[str, str], body: bytes, encrypt_key: str, window_s: int,
-                     now: float | None = None) -> None:
+def verify_signature(
+    headers: Mapping[str, str], body: bytes, encrypt_key: str, window_s: int, now: float | None = None
+) -> None:
     timestamp = headers.get(LARK_REQUEST_TIMESTAMP) or headers.get(LARK_REQUEST_TIMESTAMP.lower())
     nonce = headers.get(LARK_REQUEST_NONCE) or headers.get(LARK_REQUEST_NONCE.lower())
     given = headers.get(LARK_REQUEST_SIGNATURE) or headers.get(LARK_REQUEST_SIGNATURE.lower())
@@ -96,8 +97,9 @@ def verify_token(payload: dict[str, Any], expected: str) -> None:
         raise Refused(401, "verification token mismatch")
 
 
-def open_callback(body: bytes, headers: Mapping[str, str], credentials: Credentials,
-                  now: float | None = None) -> Opened:
+def open_callback(
+    body: bytes, headers: Mapping[str, str], credentials: Credentials, now: float | None = None
+) -> Opened:
     """Everything Feishu's own SDK checks, plus a timestamp window; the verified plaintext payload.
 
     The URL check carries no signature (Feishu sends it before the app is saved), so it is accepted on

@@ -35,8 +35,13 @@ def idempotency_key(envelope_id: str) -> str:
 
 
 class FeishuSender:
-    def __init__(self, client: FeishuClient, *, per_chat_per_second: float = PER_CHAT_PER_SECOND,
-                 overall_per_second: float = OVERALL_PER_SECOND) -> None:
+    def __init__(
+        self,
+        client: FeishuClient,
+        *,
+        per_chat_per_second: float = PER_CHAT_PER_SECOND,
+        overall_per_second: float = OVERALL_PER_SECOND,
+    ) -> None:
         self._client = client
         self._overall = AsyncLimiter(overall_per_second, 1)
         self._per_chat_rate = per_chat_per_second

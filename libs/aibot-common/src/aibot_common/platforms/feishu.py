@@ -69,8 +69,9 @@ _ERROR_BODY_BYTES = 64 * 1024
 class FeishuRetryable(Retryable):
     """Try again later: rate limited, throttled, Feishu unavailable, or the call timed out."""
 
-    def __init__(self, message: str, *, code: int | None = None, http_status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: int | None = None, http_status: int | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message, retry_after=retry_after)
         self.code = code
         self.http_status = http_status
@@ -199,8 +200,9 @@ class TenantTokens:
             return token, float(expire)
         error = classify("tenant_access_token", raw.status_code, code, str(answer.get("msg") or ""), raw.headers)
         if isinstance(error, FeishuRejected):
-            error = FeishuRejected(f"{error}: check feishu.app_id and feishu.app_secret", code=code,
-                                   http_status=raw.status_code)
+            error = FeishuRejected(
+                f"{error}: check feishu.app_id and feishu.app_secret", code=code, http_status=raw.status_code
+            )
         raise error
 
 
@@ -314,8 +316,7 @@ class FeishuClient:
         """GET /open-apis/im/v1/messages/{message_id}/resources/{file_key}?type=file (voice notes, files;
         type=image for images). A resource larger than max_bytes is refused without reading it all."""
         url = (
-            f"{self.domain}/open-apis/im/v1/messages/{quote(message_id, safe='')}"
-            f"/resources/{quote(file_key, safe='')}"
+            f"{self.domain}/open-apis/im/v1/messages/{quote(message_id, safe='')}/resources/{quote(file_key, safe='')}"
         )
         for attempt in range(2):
             token = await self.tokens.get()
