@@ -203,3 +203,26 @@ async def test_logs_are_json_with_trace_and_conversation_and_never_show_pii_or_t
     dead = [r for r in records["core-llm"] if "dead-lettering" in r["message"] and "[phone]" in r["message"]]
     assert dead  # (twice in this file: the supervisor writes the error stream into the same log)
     assert all("[secret]" in r["message"] and r["level"] == "ERROR" for r in dead)
+
+
+async def test_lag_of_the_running_pipeline_drains_to_zero(pipeline: Pipeline) -> None:
+    """Read from the broker as the lag exporter does: after the replies went out, nothing waits."""
+    from aibot_common.lag import LagReader
+    from aibot_common.topics import CONSUMPTION, GROUP_CORE, GROUP_RESPONSE_PROCESSOR, GROUP_SENDER, Platform
+
+    for i in range(5):
+        pipeline.telegram.user_sends_text(9401, f"lag {i}")
+    await pipeline.telegram.wait_for_sent(5, chat_id=9401)
+    running = {GROUP_CORE, GROUP_RESPONSE_PROCESSOR, GROUP_SENDER[Platform.TELEGRAM]}
+    async with LagReader(KafkaSettings(bootstrap_servers=pipeline.bootstrap), CONSUMPTION) as reader:
+        for _ in range(50):  # offsets are committed a moment after the work is done
+            snapshot = await reader.read()
+            if all(g.lag == 0 for g in snapshot.groups if g.group in running):
+                break
+            await asyncio.sleep(0.2)
+    groups = {g.group: g for g in snapshot.groups}
+    for group in running:
+        assert groups[group].lag == 0, groups[group]
+        assert groups[group].members, f"{group} shows no consumer while its stage runs"
+        # The committed offsets are real: the stage consumed every record produced to its topic.
+        assert groups[group].committed == groups[group].end > 0
