@@ -91,3 +91,19 @@ async def test_an_over_long_note_gets_the_limit_reply_and_no_dead_letter(pipelin
     assert sum(1 for c in pipeline.telegram.calls if c["method"] == "getFile") == calls_before
     await asyncio.sleep(0.5)
     assert await _dead_letters(pipeline.bootstrap, {request_id(pipeline, update)}, timeout=2) == {}
+
+
+async def test_a_feishu_voice_note_served_as_an_error_page_gets_a_clear_reply_and_a_dead_letter(
+    pipeline: Pipeline,
+) -> None:
+    feishu = pipeline.feishu
+    assert feishu is not None
+    # The bytes even start like Ogg; the content type says the server sent something else.
+    event = feishu.user_sends_audio(
+        "oc_voice_junk", b"OggS" + b"<html>gone</html>" * 20, duration_ms=2000, content_type="text/html"
+    )
+    (sent,) = await feishu.wait_for_sent(1, chat_id="oc_voice_junk", timeout=FIRST_VOICE_TIMEOUT_S)
+    assert sent["text"] == UNREADABLE_TEXT
+    envelope_id = f"fs-{event['header']['event_id']}"  # as ingress-feishu names it
+    dead = await _dead_letters(pipeline.bootstrap, {envelope_id})
+    assert "text/html, not audio" in dead[envelope_id]["dlq-reason"]
