@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from aibot_common import telemetry
-from aibot_common.envelope import Platform
+from aibot_common.envelope import Envelope, Platform
 from aibot_common.kafka import ensure_topics, make_producer, send_all
 from aibot_common.platforms.feishu import FeishuClient, FeishuRejected, FeishuRetryable
 from aibot_common.service import KafkaHealth, background, create_service_app
@@ -90,6 +90,8 @@ class Ingress:
             self.recent.add(event)
         if records:
             telemetry.USER_MESSAGES.labels(platform=PLATFORM).inc()
+            sender = Envelope.from_bytes(records[0].value).sender if records[0].value else None
+            telemetry.record_user(PLATFORM, sender.id if sender else None)  # daily active users
         return "accepted" if records else "ignored"
 
 
