@@ -143,6 +143,10 @@ def test_malformed_events_are_reported_not_guessed() -> None:
     del no_chat["event"]["message"]["chat_id"]
     with pytest.raises(MalformedEvent):
         event_to_envelope(no_chat, BOT)
+    no_id = _event()
+    del no_id["header"]["event_id"]
+    with pytest.raises(MalformedEvent, match="event_id"):
+        event_to_envelope(no_id, BOT)
     wrong_type = _event()
     wrong_type["event"]["message"]["mentions"] = "everyone"
     with pytest.raises(MalformedEvent):

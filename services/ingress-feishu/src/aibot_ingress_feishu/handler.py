@@ -85,6 +85,8 @@ def event_to_envelope(payload: dict[str, Any], bot: BotIdentity) -> Envelope | N
     sender = data.sender if data else None
     if message is None or not message.message_id or not message.chat_id:
         raise MalformedEvent(f"{MESSAGE_RECEIVED} without message_id or chat_id")
+    if event.header is None or not event.header.event_id:
+        raise MalformedEvent(f"{MESSAGE_RECEIVED} without header.event_id (nothing to dedupe re-sends by)")
     if sender is None or sender.sender_type not in (None, "user"):
         return None  # another app or bot: answering bots invites loops
     chat_type = ChatType.PRIVATE if message.chat_type == "p2p" else ChatType.GROUP
