@@ -166,10 +166,10 @@ class LagReader:
             return {}, {}
         if set(probe.assignment()) != set(tps):
             probe.assign(tps)
-        probe.resume(*tps)
         starts = await probe.beginning_offsets(tps)
         listed = await probe.end_offsets(tps)
         asked_at_ms = time.time() * 1000
+        probe.resume(*tps)
         for tp in tps:
             # The last record (or the start of an empty log): one small fetch that returns at once.
             probe.seek(tp, max(listed[tp] - 1, starts[tp]))
