@@ -32,6 +32,7 @@ from aibot_common.topics import CONSUMPTION
 
 log = logging.getLogger(__name__)
 
+
 def parse_pair(value: str) -> tuple[str, str]:
     """TOPIC:GROUP (Kafka topic names cannot contain a colon)."""
     topic, sep, group = value.partition(":")
@@ -76,8 +77,15 @@ def lag_table(snapshot: LagSnapshot, partitions: bool = False, previous: LagSnap
     for group in snapshot.groups:
         members = "?" if group.members is None else str(group.members)
         consumers = Text(members, style="bold red" if group.members == 0 and group.lag else "")
-        row = [group.topic, group.group, consumers, f"all {len(group.partitions)}", str(group.end),
-               str(group.committed), Text(str(group.lag), style="bold")]
+        row = [
+            group.topic,
+            group.group,
+            consumers,
+            f"all {len(group.partitions)}",
+            str(group.end),
+            str(group.committed),
+            Text(str(group.lag), style="bold"),
+        ]
         table.add_row(*row, *([_change(group, previous)] if previous is not None else []))
         if partitions:
             for p in group.partitions:

@@ -144,6 +144,7 @@ def record_user(platform: str, user_id: str | int | None) -> None:
     if user_id is not None and user_id != "":
         _daily_users.add(platform, user_id)
 
+
 # ---------------------------------------------------------------- logs
 
 conversation_var: ContextVar[str | None] = ContextVar("conversation", default=None)

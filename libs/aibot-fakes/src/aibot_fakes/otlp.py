@@ -116,8 +116,7 @@ class FakeOTLP:
 
     def find(self, name: str, **attributes: Any) -> list[ReceivedSpan]:
         return [
-            s for s in self.spans
-            if s.name == name and all(s.attributes.get(k) == v for k, v in attributes.items())
+            s for s in self.spans if s.name == name and all(s.attributes.get(k) == v for k, v in attributes.items())
         ]
 
     async def wait_for(self, condition: Any, timeout: float = 30.0) -> None:
