@@ -250,27 +250,32 @@ class StageRunner:
 
     async def _handle(self, record: Consumed) -> None:
         started = time.perf_counter()
+        # One span around every attempt, so retries and a dead letter's log lines carry the trace id.
+        with telemetry.consume_span(
+            f"{record.topic} process",
+            record.headers,
+            {"messaging.destination.name": record.topic, "messaging.kafka.partition": record.partition,
+             "messaging.kafka.offset": record.offset, "aibot.stage": self.stage},
+        ):
+            telemetry.conversation_var.set(record.key)
+            await self._attempt(record)
+        telemetry.STAGE_SECONDS.labels(stage=self.stage).observe(time.perf_counter() - started)
+
+    async def _attempt(self, record: Consumed) -> None:
         attempt = 0
         while True:
             attempt += 1
             try:
-                with telemetry.consume_span(
-                    f"{record.topic} process",
-                    record.headers,
-                    {"messaging.destination.name": record.topic, "messaging.kafka.partition": record.partition,
-                     "messaging.kafka.offset": record.offset, "aibot.stage": self.stage},
-                ):
-                    telemetry.conversation_var.set(record.key)
-                    outputs = await self._process(record)
-                    await send_all(self._producer, outputs)
-                break
+                outputs = await self._process(record)
+                await send_all(self._producer, outputs)
+                return
             except asyncio.CancelledError:
                 raise
             except Retryable as exc:
                 telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(exc).__name__).inc()
                 if attempt >= self._attempts:
                     await self._dead_letter(record, exc, f"gave up after {attempt} attempts: {exc}")
-                    break
+                    return
                 delay = exc.retry_after or min(self._backoff_max_s, self._backoff_base_s * 2 ** (attempt - 1))
                 log.warning("retrying %s record in %.1fs: %s", record.topic, delay, exc)
                 await asyncio.sleep(delay)
@@ -282,13 +287,12 @@ class StageRunner:
             except InvalidMessage as exc:
                 telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(exc).__name__).inc()
                 await self._dead_letter(record, exc, str(exc))
-                break
+                return
             except Exception as exc:
                 telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(exc).__name__).inc()
                 log.exception("unexpected error in stage %s", self.stage)
                 await self._dead_letter(record, exc, f"unexpected {type(exc).__name__}: {exc}")
-                break
-        telemetry.STAGE_SECONDS.labels(stage=self.stage).observe(time.perf_counter() - started)
+                return
 
     async def _dead_letter(self, record: Consumed, error: BaseException, reason: str) -> None:
         log.error(
