@@ -17,7 +17,7 @@ from aibot_asr_worker.transcriber import BatchedTranscriber, Transcriber
 from aibot_common.envelope import AudioPart, Conversation, Envelope, Kind, Platform
 from aibot_common.platforms.feishu import FeishuClient
 from aibot_common.platforms.telegram import make_bot
-from aibot_common.settings import AsrSettings, FeishuConfig, ModelConfig, TelegramConfig
+from aibot_common.settings import AsrSettings, ConfigError, FeishuConfig, ModelConfig, TelegramConfig
 from aibot_fakes.feishu import FakeFeishu
 from aibot_fakes.telegram import FakeTelegram
 from tests.voice_samples import EXPECTED_WORDS, missing_tools, skip_reason, speech_ogg, words
@@ -32,7 +32,9 @@ SECOND_SENTENCE = "Good morning, can you tell me a joke?"
 
 
 def cpu_plan(**fields: Any) -> ModelPlan:
+    # model_path set: the name alone ("tiny.en") would have faster-whisper fetch it from the Hub.
     config = {"name": "tiny.en", "type": "asr", "language": "en", "device": "cpu", **fields}
+    config.setdefault("model_path", str(bundled_model_path()))
     return plan_model(ModelConfig.model_validate(config), cuda_devices=0)
 
 
@@ -77,7 +79,8 @@ async def test_the_batched_engine_gives_each_note_of_a_batch_its_own_words() -> 
 async def test_on_a_gpu_cuda_float16_with_batching_is_the_default() -> None:
     if cuda_device_count() == 0:
         pytest.skip("no CUDA device visible to CTranslate2 (the CPU int8 path is tested above)")
-    plan = plan_model(ModelConfig(name="tiny.en", type="asr", language="en", device="auto"))
+    config = ModelConfig(name="tiny.en", type="asr", language="en", device="auto", model_path=str(bundled_model_path()))
+    plan = plan_model(config)
     assert (plan.device, plan.compute_type) == ("cuda", "float16")
     transcriber = make_transcriber(plan, AsrSettings())
     assert isinstance(transcriber, BatchedTranscriber)
@@ -175,3 +178,9 @@ async def test_feishu_audio_over_the_limit_is_too_big_and_a_foreign_key_is_unava
         await feishu_download(feishu, "om_2", "file_v3_2", max_bytes=1000)
     with pytest.raises(AudioUnavailable, match="234043"):
         await feishu_download(feishu, "om_2", "file_v3_other")
+
+
+@needs_model
+def test_an_english_only_model_with_another_language_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match="English-only"):
+        make_transcriber(cpu_plan(language="zh-CN"), AsrSettings())

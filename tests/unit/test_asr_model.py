@@ -8,6 +8,7 @@ import pytest
 
 from aibot_asr_worker.app import engine_for
 from aibot_asr_worker.model import (
+    load_model,
     plan_model,
     resolve_source,
     select_compute_type,
@@ -100,3 +101,10 @@ def test_plan_on_a_gpu_machine_and_on_a_cpu_machine(tmp_path: Path) -> None:
     assert engine_for(gpu, AsrSettings()) == "batched"
     assert engine_for(cpu, AsrSettings()) == "pool"
     assert engine_for(cpu, AsrSettings(engine="batched")) == "batched"
+
+
+def test_a_model_that_cannot_load_stops_start_up_with_a_readable_error(tmp_path: Path) -> None:
+    (tmp_path / "model.bin").write_bytes(b"not a CTranslate2 model")
+    plan = plan_model(asr(model_path=str(tmp_path), device="cpu"), cuda_devices=0)
+    with pytest.raises(ConfigError, match="cannot load asr model 'whisper'"):
+        load_model(plan, workers=1)

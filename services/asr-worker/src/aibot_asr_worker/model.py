@@ -142,7 +142,7 @@ def load_model(plan: ModelPlan, workers: int):  # -> faster_whisper.WhisperModel
         model = WhisperModel(
             plan.source, device=plan.device, compute_type=plan.compute_type, cpu_threads=threads, num_workers=workers
         )
-    except (ValueError, RuntimeError, OSError) as exc:
+    except Exception as exc:  # a bad folder, an unsupported compute type, no network for a Hub download...
         raise ConfigError(f"cannot load asr model {plan.name!r} from {plan.source}: {exc}") from exc
     if not model.model.is_multilingual and plan.language not in (None, "en"):
         raise ConfigError(
