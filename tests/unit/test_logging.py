@@ -131,3 +131,11 @@ def test_text_format_masks_too(capsys: pytest.CaptureFixture[str]) -> None:
     log.warning("mail ada@example.com or call 13812345678")
     out = capsys.readouterr().out
     assert "unit-svc WARNING aibot.test: mail [email] or call [phone]" in out
+
+
+def test_identifiers_with_long_digit_runs_are_not_taken_for_cards() -> None:
+    from aibot_common.telemetry import mask
+
+    assert mask("dead-lettering tg-123456-100000002") == "dead-lettering tg-123456-100000002"
+    assert mask("chat telegram:-1001234567890") == "chat telegram:-1001234567890"
+    assert mask("card 6222 0212 3456 7890 please") == "card [card] please"

@@ -156,11 +156,15 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Phone numbers: +country and 7-14 digits with separators, or CN mobiles. Before cards, or a long
     # international number would be taken for a card number.
     (re.compile(r"(?<![\w])\+\d{1,3}[ -]?(?:\d[ -]?){6,13}\d(?!\d)"), "[phone]"),
-    # Bank cards: 13-19 digits, optionally grouped by spaces or dashes.
-    (re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)"), "[card]"),
+    # Bank cards: 13-19 digits, contiguous or in groups of four. Not a digit run inside an identifier
+    # (`tg-123456-100000002`, a Telegram group id `-1001234567890`), which is not a card.
+    (re.compile(r"(?<![\w-])\d{4}(?:[ -]?\d{4}){2}(?:[ -]?\d{1,4}){1,2}(?![\w-])"), "[card]"),
     (re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "[phone]"),
 )
 _secrets: set[str] = set()
+# Fields the formatter itself fills with ids: never personal data, and masking digit runs in them
+# would break the log-to-trace correlation they exist for.
+_STRUCTURAL_FIELDS = frozenset({"trace_id", "span_id", "conversation_id", "service", "level", "name"})
 
 
 def register_secret(value: str | None) -> None:
@@ -194,7 +198,7 @@ def _mask_value(value: Any) -> Any:
 
 class _MaskingJsonFormatter(JsonFormatter):
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        return {k: _mask_value(v) for k, v in log_data.items()}
+        return {k: v if k in _STRUCTURAL_FIELDS else _mask_value(v) for k, v in log_data.items()}
 
     def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
         super().add_fields(log_data, record, message_dict)
