@@ -22,12 +22,17 @@ def test_ai_bot_up_chats_in_the_terminal(tmp_path: Path) -> None:
     try:
         child.expect("embedded dev broker")
         child.expect("local fake Telegram")
+        child.expect("bundled English tiny.en")
         child.expect("all services ready")
         child.expect("you> ")
         child.sendline("hello from the terminal")
         child.expect("bot> Echo: hello from the terminal")
         child.sendline("/help")
         child.expect("/reset - forget our conversation")
+        if shutil.which("espeak-ng") and shutil.which("ffmpeg"):
+            child.sendline("/voice hello how is the weather in London today")
+            child.expect("sent a")
+            child.expect("bot> 🎤 .*London.*\r\n\r\nEcho: .*London")
     finally:
         child.sendeof()
         child.expect(pexpect.EOF, timeout=60)

