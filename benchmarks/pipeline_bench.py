@@ -25,6 +25,12 @@ from aibot_fakes.llm import FakeLLM
 from aibot_fakes.telegram import FakeTelegram
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
@@ -85,8 +91,12 @@ async def main(args: argparse.Namespace) -> None:
 
             # Throughput: a burst of several messages per chat, all sent at once.
             burst = [(20_000 + chat, f"burst {i} from {chat}") for i in range(args.burst) for chat in range(args.chats)]
+            processes = {p.name: p.process.pid for p in supervisor.processes if p.process}
+            processes["fakes+bench"] = os.getpid()
+            cpu_before = {name: cpu_seconds(pid) for name, pid in processes.items()}
             started = time.time()
             results = await send_and_collect(telegram, burst, timeout=300)
+            cpu_used = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in processes.items()}
             finished = max(reply for _, reply in results.values() if reply is not None)
             missing = sum(1 for _, reply in results.values() if reply is None)
             elapsed = finished - started
@@ -105,6 +115,10 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"throughput: {len(burst) - missing} replies in {elapsed:.1f} s = {(len(burst) - missing) / elapsed:.1f} "
         f"replies/s ({args.burst} messages per chat sent at once; {missing} missing)"
+    )
+    print(
+        "CPU seconds per 1000 replies during the burst: "
+        + ", ".join(f"{name} {used / (len(burst) - missing) * 1000:.1f}" for name, used in cpu_used.items())
     )
     print(
         f"ideal for this burst with a {args.model_latency:.1f} s model and per-chat order: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 
@@ -12,6 +13,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, Ne
 
 from aibot_common import telemetry
 from aibot_common.envelope import ChatType, Envelope, TextPart
+from aibot_common.platforms.telegram import POOL_SIZE
 from aibot_common.runner import InvalidMessage, Retryable
 from aibot_common.settings import TelegramConfig
 
@@ -25,6 +27,9 @@ class TelegramSender:
         self._overall = AsyncLimiter(config.messages_per_second, 1)
         self._group_rate = config.group_messages_per_minute
         self._groups: OrderedDict[str, AsyncLimiter] = OrderedDict()
+        # At most one request per pooled connection: a long queue inside httpcore's pool is scanned on
+        # every assignment, which made connection bookkeeping most of the renderer's CPU under load.
+        self._connections = asyncio.Semaphore(POOL_SIZE)
 
     async def send(self, message: Envelope) -> None:
         part = next((p for p in message.parts if isinstance(p, TextPart)), None)
@@ -54,8 +59,9 @@ class TelegramSender:
         try:
             # A CLIENT span per API call, so a trace shows each sendMessage and its outcome.
             with telemetry.span("telegram sendMessage", kind=SpanKind.CLIENT, **{"rpc.method": "sendMessage"}):
-                await self._bot.send_message(chat_id=chat_id, text=text, entities=entities or None,
-                                             reply_parameters=reply)
+                async with self._connections:
+                    await self._bot.send_message(chat_id=chat_id, text=text, entities=entities or None,
+                                                 reply_parameters=reply)
             telemetry.PLATFORM_API_CALLS.labels(platform=PLATFORM, method="sendMessage", code="200").inc()
         except RetryAfter as exc:
             self._count("429")
