@@ -79,6 +79,13 @@ async def main(args: argparse.Namespace) -> None:
             telegram.user_sends_text(1, "warm-up")
             await telegram.wait_for_sent(1, chat_id=1, timeout=120)
 
+            # Latency of one message on an idle pipeline: the cost of the hops themselves.
+            alone: list[float] = []
+            for i in range(args.single):
+                results = await send_and_collect(telegram, [(30_000, f"alone {i}")], timeout=60)
+                ((sent, reply),) = results.values()
+                alone.append(reply - sent - args.model_latency)
+
             # Latency: waves of one message per chat; what the pipeline adds beyond the model's time.
             added: list[float] = []
             for wave in range(args.waves):
@@ -113,6 +120,11 @@ async def main(args: argparse.Namespace) -> None:
         f"max {max(added) * 1000:.0f} ms"
     )
     print(
+        f"added latency of one message at a time ({len(alone)} messages): "
+        f"p50 {statistics.median(alone) * 1000:.0f} ms, "
+        f"p99 {percentile(alone, 99) * 1000:.0f} ms"
+    )
+    print(
         f"throughput: {len(burst) - missing} replies in {elapsed:.1f} s = {(len(burst) - missing) / elapsed:.1f} "
         f"replies/s ({args.burst} messages per chat sent at once; {missing} missing)"
     )
@@ -136,6 +148,7 @@ if __name__ == "__main__":
     parser.add_argument("--model-latency", type=float, default=1.0)
     parser.add_argument("--waves", type=int, default=3)
     parser.add_argument("--burst", type=int, default=5)
+    parser.add_argument("--single", type=int, default=20, help="messages sent one at a time on an idle pipeline")
     parser.add_argument(
         "--telegram-rate",
         type=float,

@@ -47,6 +47,9 @@ class KafkaSettings(_Section):
     partitions: int = Field(default=12, ge=1, le=1000, description="Partitions per pipeline topic.")
     replication_factor: int = Field(default=1, ge=1, le=10)
     create_topics: bool = Field(default=True, description="Create missing topics at start-up.")
+    # Every hop of a reply waits for a fetch to return; a broker that answers an empty fetch only at
+    # this deadline (the embedded dev broker does) adds up to this much per hop to a quiet pipeline.
+    fetch_max_wait_ms: int = Field(default=100, ge=1, le=30000, description="Longest wait of an empty fetch.")
 
 
 class ModelConfig(_Section):

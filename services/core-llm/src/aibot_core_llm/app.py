@@ -49,7 +49,10 @@ def create_app(settings: Settings) -> FastAPI:
             await ensure_topics(settings.kafka)
         producer = make_producer(settings.kafka, "aibot-core-llm")
         table = ChangelogTable(CORE_CONVERSATIONS, settings.kafka, "aibot-core-llm")
-        limits = httpx.Limits(max_connections=settings.core.max_in_flight, max_keepalive_connections=64)
+        # Keep as many idle connections as calls can be in flight: closing the surplus after a burst
+        # and reconnecting (TLS, against a real provider) for the next one showed up in profiles.
+        in_flight = settings.core.max_in_flight
+        limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
         await producer.start()
         health = KafkaHealth(producer)
         health.start()
