@@ -72,18 +72,19 @@ def make_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
 
 
 def make_consumer(settings: KafkaSettings, group_id: str | None, client_id: str, **extra: Any) -> AIOKafkaConsumer:
+    """A consumer with our defaults; `extra` overrides any of them (e.g. a probe's short fetch wait)."""
+    options: dict[str, Any] = {
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_uncommitted",
+        "max_poll_records": 500,
+        "fetch_max_wait_ms": settings.fetch_max_wait_ms,
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 3000,
+        "rebalance_timeout_ms": 60000,
+    }
     return AIOKafkaConsumer(
-        group_id=group_id,
-        client_id=client_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_uncommitted",
-        max_poll_records=500,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        session_timeout_ms=10000,
-        heartbeat_interval_ms=3000,
-        **{"rebalance_timeout_ms": 60000, **extra},
-        **connection_kwargs(settings),
+        group_id=group_id, client_id=client_id, **{**options, **extra}, **connection_kwargs(settings)
     )
 
 
