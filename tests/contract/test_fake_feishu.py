@@ -88,8 +88,9 @@ def sdk_client(fake: FakeFeishu) -> lark.Client:
     return lark.Client.builder().app_id(fake.app_id).app_secret(fake.app_secret).domain(fake.url).build()
 
 
-async def test_events_are_encrypted_signed_and_carry_the_verification_token(fake: FakeFeishu,
-                                                                           receiver: Receiver) -> None:
+async def test_events_are_encrypted_signed_and_carry_the_verification_token(
+    fake: FakeFeishu, receiver: Receiver
+) -> None:
     await fake.subscribe(receiver.url)  # the console's URL check: the receiver echoed the challenge
     event = fake.user_sends_text("oc_chat1", "hello", mention_bot=True, chat_type="group")
     await _until(lambda: len(receiver.received) == 2)
@@ -151,16 +152,30 @@ async def test_the_sdk_fetches_a_token_and_sends_and_replies(fake: FakeFeishu, r
     asked = event["event"]["message"]["message_id"]
     client = sdk_client(fake)
     create = (
-        CreateMessageRequest.builder().receive_id_type("chat_id")
-        .request_body(CreateMessageRequestBody.builder().receive_id("oc_chat4").msg_type("text")
-                      .content(json.dumps({"text": "hi"})).build()).build()
+        CreateMessageRequest.builder()
+        .receive_id_type("chat_id")
+        .request_body(
+            CreateMessageRequestBody.builder()
+            .receive_id("oc_chat4")
+            .msg_type("text")
+            .content(json.dumps({"text": "hi"}))
+            .build()
+        )
+        .build()
     )
     response = await asyncio.to_thread(client.im.v1.message.create, create)
     assert response.success(), response.msg
     reply = (
-        ReplyMessageRequest.builder().message_id(asked)
-        .request_body(ReplyMessageRequestBody.builder().msg_type("text").content(json.dumps({"text": "answer"}))
-                      .uuid("reply-1").build()).build()
+        ReplyMessageRequest.builder()
+        .message_id(asked)
+        .request_body(
+            ReplyMessageRequestBody.builder()
+            .msg_type("text")
+            .content(json.dumps({"text": "answer"}))
+            .uuid("reply-1")
+            .build()
+        )
+        .build()
     )
     first = await asyncio.to_thread(client.im.v1.message.reply, reply)
     assert first.success() and first.data.message_id
@@ -174,8 +189,14 @@ async def test_the_same_uuid_within_an_hour_sends_once(fake: FakeFeishu) -> None
         token = await _token(http, fake)
         body = {"receive_id": "oc_u", "msg_type": "text", "content": json.dumps({"text": "once"}), "uuid": "u-1"}
         answers = [
-            (await http.post("/open-apis/im/v1/messages", params={"receive_id_type": "chat_id"}, json=body,
-                             headers={"Authorization": f"Bearer {token}"})).json()
+            (
+                await http.post(
+                    "/open-apis/im/v1/messages",
+                    params={"receive_id_type": "chat_id"},
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            ).json()
             for _ in range(3)
         ]
     assert len({a["data"]["message_id"] for a in answers}) == 1
@@ -196,8 +217,9 @@ async def test_expired_tokens_are_refused_and_a_new_one_is_issued(fake: FakeFeis
         assert info.json()["bot"]["open_id"] == fake.bot_open_id
         missing = await http.get("/open-apis/bot/v3/info")
         assert missing.json()["code"] == 99991661
-        wrong = await http.post("/open-apis/auth/v3/tenant_access_token/internal",
-                                json={"app_id": fake.app_id, "app_secret": "nope"})
+        wrong = await http.post(
+            "/open-apis/auth/v3/tenant_access_token/internal", json={"app_id": fake.app_id, "app_secret": "nope"}
+        )
         assert wrong.json()["code"] == 10014
 
 
@@ -216,10 +238,17 @@ async def test_content_is_checked_like_feishu_does(fake: FakeFeishu) -> None:
         token = await _token(http, fake)
 
         async def send(msg_type: str, content: Any) -> dict[str, Any]:
-            body = {"receive_id": "oc_c", "msg_type": msg_type,
-                    "content": content if isinstance(content, str) else json.dumps(content)}
-            answer = await http.post("/open-apis/im/v1/messages", params={"receive_id_type": "chat_id"}, json=body,
-                                     headers={"Authorization": f"Bearer {token}"})
+            body = {
+                "receive_id": "oc_c",
+                "msg_type": msg_type,
+                "content": content if isinstance(content, str) else json.dumps(content),
+            }
+            answer = await http.post(
+                "/open-apis/im/v1/messages",
+                params={"receive_id_type": "chat_id"},
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             return answer.json()
 
         assert (await send("text", {"text": "x" * (150 * 1024 - 20)}))["code"] == 0
@@ -242,9 +271,11 @@ async def test_replying_to_a_recalled_message_fails(fake: FakeFeishu, receiver: 
     fake.recall(asked)
     async with httpx.AsyncClient(base_url=fake.url) as http:
         token = await _token(http, fake)
-        answer = await http.post(f"/open-apis/im/v1/messages/{asked}/reply",
-                                 json={"msg_type": "text", "content": json.dumps({"text": "late"})},
-                                 headers={"Authorization": f"Bearer {token}"})
+        answer = await http.post(
+            f"/open-apis/im/v1/messages/{asked}/reply",
+            json={"msg_type": "text", "content": json.dumps({"text": "late"})},
+            headers={"Authorization": f"Bearer {token}"},
+        )
     assert answer.json()["code"] == 230011
     assert fake.sent_to("oc_r") == []
 
@@ -281,13 +312,19 @@ async def test_injected_rate_limit_carries_the_gateway_headers(fake: FakeFeishu)
 
 
 def test_runs_as_a_process_and_prints_its_url() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "aibot_fakes", "feishu", "--port", "0"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aibot_fakes", "feishu", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = process.stdout.readline() if process.stdout else ""
         assert line.startswith("ready http://127.0.0.1:")
-        answer = httpx.post(f"{line.split()[1]}/open-apis/auth/v3/tenant_access_token/internal",
-                            json={"app_id": "cli_fake0000000001", "app_secret": "fake-app-secret-0001"})
+        answer = httpx.post(
+            f"{line.split()[1]}/open-apis/auth/v3/tenant_access_token/internal",
+            json={"app_id": "cli_fake0000000001", "app_secret": "fake-app-secret-0001"},
+        )
         assert answer.json()["code"] == 0 and answer.json()["expire"] == 7200
     finally:
         process.terminate()
@@ -298,8 +335,9 @@ def test_runs_as_a_process_and_prints_its_url() -> None:
 
 
 async def _token(http: httpx.AsyncClient, fake: FakeFeishu) -> str:
-    answer = await http.post("/open-apis/auth/v3/tenant_access_token/internal",
-                             json={"app_id": fake.app_id, "app_secret": fake.app_secret})
+    answer = await http.post(
+        "/open-apis/auth/v3/tenant_access_token/internal", json={"app_id": fake.app_id, "app_secret": fake.app_secret}
+    )
     return answer.json()["tenant_access_token"]
 
 

@@ -23,8 +23,14 @@ from tests.deploy.helpers import CHART, REPO, SERVICES, TOOLS_BIN, venv_tool
 DASHBOARD = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
 RULES = yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
 MONITORING_ON = (
-    "--set", "monitoring.enabled=true", "--set", "monitoring.serviceMonitor.enabled=true",
-    "--set", "monitoring.prometheusRule.enabled=true", "--set", "monitoring.grafanaDashboard.enabled=true",
+    "--set",
+    "monitoring.enabled=true",
+    "--set",
+    "monitoring.serviceMonitor.enabled=true",
+    "--set",
+    "monitoring.prometheusRule.enabled=true",
+    "--set",
+    "monitoring.grafanaDashboard.enabled=true",
 )
 # Standard Kubernetes series for CPU and memory: cAdvisor (kubelet) and kube-state-metrics.
 KUBERNETES_SERIES = {
@@ -33,10 +39,40 @@ KUBERNETES_SERIES = {
     "kube_pod_container_resource_limits",
 }
 PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "topk", "bottomk", "by", "without", "on", "ignoring", "group_left",
-    "group_right", "and", "or", "unless", "offset", "bool", "rate", "irate", "increase", "delta", "deriv",
-    "histogram_quantile", "max_over_time", "min_over_time", "avg_over_time", "time", "absent", "clamp_min",
-    "clamp_max", "vector", "scalar", "label_values",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "rate",
+    "irate",
+    "increase",
+    "delta",
+    "deriv",
+    "histogram_quantile",
+    "max_over_time",
+    "min_over_time",
+    "avg_over_time",
+    "time",
+    "absent",
+    "clamp_min",
+    "clamp_max",
+    "vector",
+    "scalar",
+    "label_values",
 }
 
 
@@ -61,8 +97,10 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_metric_name_extraction() -> None:
-    expr = ('histogram_quantile(0.99, sum by (platform, le) (rate(aibot_end_to_end_seconds_bucket{x="a b"}[5m])))'
-            " > 2 and on (group) max_over_time(aibot_consumer_group_members[6h] offset 1d) * 1e3")
+    expr = (
+        'histogram_quantile(0.99, sum by (platform, le) (rate(aibot_end_to_end_seconds_bucket{x="a b"}[5m])))'
+        " > 2 and on (group) max_over_time(aibot_consumer_group_members[6h] offset 1d) * 1e3"
+    )
     assert metric_names(expr) == {"aibot_end_to_end_seconds_bucket", "aibot_consumer_group_members"}
 
 
@@ -113,8 +151,14 @@ def test_dashboard_shows_what_an_sre_watches() -> None:
 def test_rules_have_the_agreed_alerts() -> None:
     alerts = rule_exprs()
     assert set(alerts) >= {
-        "AibotHighCPU", "AibotHighMemory", "AibotEndToEndLatencyHigh", "AibotStageErrorRateHigh",
-        "AibotDailyActiveUsersDrop", "AibotMessageVolumeSurge", "AibotConsumerLagGrowing", "AibotStageNoConsumer",
+        "AibotHighCPU",
+        "AibotHighMemory",
+        "AibotEndToEndLatencyHigh",
+        "AibotStageErrorRateHigh",
+        "AibotDailyActiveUsersDrop",
+        "AibotMessageVolumeSurge",
+        "AibotConsumerLagGrowing",
+        "AibotStageNoConsumer",
     }
     operate = (REPO / "docs" / "operate.md").read_text()
     for group in RULES["groups"]:
@@ -140,8 +184,9 @@ def test_monitoring_on_renders_monitor_rules_dashboard_and_lag_exporter(render) 
     assert monitor["metadata"]["labels"]["release"] == "kps"
     (expression,) = monitor["spec"]["selector"]["matchExpressions"]
     assert set(expression["values"]) == {*SERVICES, "lag-exporter"}
-    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s",
-                                             "scrapeTimeout": "10s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    ]
     # Every scraped Service has the port the monitor names and the labels it selects by.
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = rendered.by_component("Service")
@@ -178,8 +223,13 @@ def test_lag_exporter_runs_the_cli_with_the_services_config_and_lockdown(render)
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/etc/ai-bot", "/etc/ai-bot-kafka-ca"}
     assert deployment["spec"]["replicas"] == 1
     # Not rendered when switched off.
-    off = render("external-kafka-values.yaml", "--set", "monitoring.enabled=true",
-                 "--set", "monitoring.lagExporter.enabled=false")
+    off = render(
+        "external-kafka-values.yaml",
+        "--set",
+        "monitoring.enabled=true",
+        "--set",
+        "monitoring.lagExporter.enabled=false",
+    )
     assert "lag-exporter" not in off.by_component("Deployment")
 
 
@@ -190,8 +240,9 @@ def test_rendered_monitoring_objects_are_valid_kubernetes(render) -> None:
     rendered = render("default-values.yaml", *MONITORING_ON)
     assert rendered.path is not None
     # ServiceMonitor and PrometheusRule are CRDs (no built-in schema): the rest is validated.
-    result = subprocess.run([validate, "-k", "1.35.0", "--strict", str(rendered.path)], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [validate, "-k", "1.35.0", "--strict", str(rendered.path)], capture_output=True, text=True, timeout=300
+    )
     errors = [line for line in result.stdout.splitlines() + result.stderr.splitlines() if line.startswith("ERROR")]
     assert not errors, errors
 
@@ -208,9 +259,11 @@ def promtool() -> str:
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         pytest.skip("promtool is not installed and this is not a Debian machine (apt-get install prometheus)")
     with tempfile.TemporaryDirectory() as work:
+
         def download() -> subprocess.CompletedProcess[str]:
-            return subprocess.run(["apt-get", "download", "prometheus"], cwd=work, capture_output=True, text=True,
-                                  timeout=300)
+            return subprocess.run(
+                ["apt-get", "download", "prometheus"], cwd=work, capture_output=True, text=True, timeout=300
+            )
 
         result = download()
         if result.returncode != 0 and os.geteuid() == 0:
@@ -227,8 +280,12 @@ def promtool() -> str:
 
 
 def test_promtool_accepts_the_rules(promtool: str) -> None:
-    result = subprocess.run([promtool, "check", "rules", str(CHART / "files" / "prometheus-rules.yaml")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(CHART / "files" / "prometheus-rules.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -248,12 +305,16 @@ KAFKA_TEST = {
         {"series": 'aibot_consumer_group_no_consumer{group="aibot-core-llm"}', "values": "0x10 1x30"},
         {"series": 'aibot_consumer_group_members{group="aibot-core-llm"}', "values": "2x10 0x30"},
         # A big but steady backlog: not growing, so no alert.
-        {"series": 'aibot_consumer_group_lag{topic="aibot.replies.v1",group="aibot-response-processor"}',
-         "values": "500x40"},
+        {
+            "series": 'aibot_consumer_group_lag{topic="aibot.replies.v1",group="aibot-response-processor"}',
+            "values": "500x40",
+        },
         {"series": 'aibot_consumer_group_no_consumer{group="aibot-response-processor"}', "values": "0x40"},
         # Feishu is not in use: its sender group never had a consumer and nothing waits. Silent.
-        {"series": 'aibot_consumer_group_lag{topic="aibot.outbound.feishu.v1",group="aibot-renderer-feishu"}',
-         "values": "0x40"},
+        {
+            "series": 'aibot_consumer_group_lag{topic="aibot.outbound.feishu.v1",group="aibot-renderer-feishu"}',
+            "values": "0x40",
+        },
         {"series": 'aibot_consumer_group_no_consumer{group="aibot-renderer-feishu"}', "values": "1x40"},
         {"series": 'aibot_consumer_group_members{group="aibot-renderer-feishu"}', "values": "0x40"},
         # The exporter reads every minute until minute 20, then stops.
@@ -261,8 +322,11 @@ KAFKA_TEST = {
     ],
     "alert_rule_test": [
         _case("5m", "AibotConsumerLagGrowing"),
-        _case("30m", "AibotConsumerLagGrowing",
-              _alert(severity="warning", topic="aibot.inbound.v1", group="aibot-core-llm")),
+        _case(
+            "30m",
+            "AibotConsumerLagGrowing",
+            _alert(severity="warning", topic="aibot.inbound.v1", group="aibot-core-llm"),
+        ),
         _case("9m", "AibotStageNoConsumer"),
         _case("30m", "AibotStageNoConsumer", _alert(severity="critical", group="aibot-core-llm")),
         _case("15m", "AibotLagFiguresStale"),
@@ -301,10 +365,16 @@ SERVICE_TEST = {
     "interval": "1m",
     "input_series": [
         # Telegram replies take 2-5 s (all in the le=5 bucket): p99 above 2 s. Feishu's take under 1 s.
-        *_histogram("aibot_end_to_end_seconds_bucket", 'platform="telegram"',
-                    {"1": "0x30", "2": "0x30", "5": "0+100x30", "+Inf": "0+100x30"}),
-        *_histogram("aibot_end_to_end_seconds_bucket", 'platform="feishu"',
-                    {"1": "0+100x30", "2": "0+100x30", "5": "0+100x30", "+Inf": "0+100x30"}),
+        *_histogram(
+            "aibot_end_to_end_seconds_bucket",
+            'platform="telegram"',
+            {"1": "0x30", "2": "0x30", "5": "0+100x30", "+Inf": "0+100x30"},
+        ),
+        *_histogram(
+            "aibot_end_to_end_seconds_bucket",
+            'platform="feishu"',
+            {"1": "0+100x30", "2": "0+100x30", "5": "0+100x30", "+Inf": "0+100x30"},
+        ),
         # core-llm fails 10% of its records, the renderer 1%.
         {"series": 'aibot_stage_errors_total{stage="core-llm",error="Retryable"}', "values": "0+10x30"},
         {"series": 'aibot_stage_seconds_count{stage="core-llm"}', "values": "0+100x30"},
@@ -312,42 +382,62 @@ SERVICE_TEST = {
         {"series": 'aibot_stage_seconds_count{stage="renderer"}', "values": "0+100x30"},
         {"series": 'aibot_llm_errors_total{model="gpt",reason="timeout"}', "values": "0+10x30"},
         {"series": 'aibot_llm_seconds_count{model="gpt"}', "values": "0+90x30"},
-        {"series": 'aibot_platform_api_calls_total{platform="telegram",method="sendMessage",code="200"}',
-         "values": "0+90x30"},
-        {"series": 'aibot_platform_api_calls_total{platform="telegram",method="sendMessage",code="429"}',
-         "values": "0+10x30"},
+        {
+            "series": 'aibot_platform_api_calls_total{platform="telegram",method="sendMessage",code="200"}',
+            "values": "0+90x30",
+        },
+        {
+            "series": 'aibot_platform_api_calls_total{platform="telegram",method="sendMessage",code="429"}',
+            "values": "0+10x30",
+        },
         {"series": 'aibot_ingress_events_total{platform="telegram",outcome="accepted"}', "values": "0+100x30"},
         {"series": 'aibot_ingress_events_total{platform="telegram",outcome="unavailable"}', "values": "0+10x30"},
         {"series": 'aibot_dead_letters_total{stage="renderer",error="InvalidMessage"}', "values": "0x10 1x20"},
         # One core-llm pod at 90% of its CPU limit and 95% of its memory limit, another comfortable.
-        {"series": 'container_cpu_usage_seconds_total{namespace="bots",pod="core-1",container="core-llm"}',
-         "values": "0+54x30"},
-        {"series": 'container_cpu_usage_seconds_total{namespace="bots",pod="core-2",container="core-llm"}',
-         "values": "0+30x30"},
-        {"series": 'container_memory_working_set_bytes{namespace="bots",pod="core-1",container="core-llm"}',
-         "values": "973x30"},
-        {"series": 'container_memory_working_set_bytes{namespace="bots",pod="core-2",container="core-llm"}',
-         "values": "500x30"},
-        *[{"series": f'kube_pod_container_resource_limits{{namespace="bots",pod="{pod}",container="core-llm",'
-                     f'resource="{resource}"}}', "values": f"{limit}x30"}
-          for pod in ("core-1", "core-2") for resource, limit in (("cpu", 1), ("memory", 1024))],
+        {
+            "series": 'container_cpu_usage_seconds_total{namespace="bots",pod="core-1",container="core-llm"}',
+            "values": "0+54x30",
+        },
+        {
+            "series": 'container_cpu_usage_seconds_total{namespace="bots",pod="core-2",container="core-llm"}',
+            "values": "0+30x30",
+        },
+        {
+            "series": 'container_memory_working_set_bytes{namespace="bots",pod="core-1",container="core-llm"}',
+            "values": "973x30",
+        },
+        {
+            "series": 'container_memory_working_set_bytes{namespace="bots",pod="core-2",container="core-llm"}',
+            "values": "500x30",
+        },
+        *[
+            {
+                "series": f'kube_pod_container_resource_limits{{namespace="bots",pod="{pod}",container="core-llm",'
+                f'resource="{resource}"}}',
+                "values": f"{limit}x30",
+            }
+            for pod in ("core-1", "core-2")
+            for resource, limit in (("cpu", 1), ("memory", 1024))
+        ],
     ],
     "alert_rule_test": [
         _case("5m", "AibotEndToEndLatencyHigh"),
         _case("20m", "AibotEndToEndLatencyHigh", _alert(severity="warning", platform="telegram")),
         _case("20m", "AibotStageErrorRateHigh", _alert(severity="warning", stage="core-llm")),
         _case("20m", "AibotLLMErrorRateHigh", _alert(severity="warning", model="gpt")),
-        _case("20m", "AibotPlatformAPIErrorRateHigh",
-              _alert(severity="warning", platform="telegram", method="sendMessage")),
+        _case(
+            "20m",
+            "AibotPlatformAPIErrorRateHigh",
+            _alert(severity="warning", platform="telegram", method="sendMessage"),
+        ),
         _case("20m", "AibotIngressErrorRateHigh", _alert(severity="warning", platform="telegram")),
         _case("5m", "AibotDeadLetters"),
-        _case("12m", "AibotDeadLetters",
-              _alert(severity="warning", stage="renderer", error="InvalidMessage")),
+        _case("12m", "AibotDeadLetters", _alert(severity="warning", stage="renderer", error="InvalidMessage")),
         _case("10m", "AibotHighCPU"),
-        _case("25m", "AibotHighCPU",
-              _alert(severity="warning", namespace="bots", pod="core-1", container="core-llm")),
-        _case("25m", "AibotHighMemory",
-              _alert(severity="warning", namespace="bots", pod="core-1", container="core-llm")),
+        _case("25m", "AibotHighCPU", _alert(severity="warning", namespace="bots", pod="core-1", container="core-llm")),
+        _case(
+            "25m", "AibotHighMemory", _alert(severity="warning", namespace="bots", pod="core-1", container="core-llm")
+        ),
     ],
 }
 
@@ -368,8 +458,9 @@ def test_every_alert_fires_when_it_should_and_not_before(promtool: str, tmp_path
     for name, (interval, cases) in runs.items():
         tests = {"rule_files": ["rules.yaml"], "evaluation_interval": interval, "tests": cases}
         (tmp_path / name).write_text(yaml.safe_dump(tests, sort_keys=False))
-        result = subprocess.run([promtool, "test", "rules", name], cwd=tmp_path, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            [promtool, "test", "rules", name], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -381,13 +472,18 @@ def test_compose_monitoring_profile_loads_the_same_rules_dashboard_and_lag_expor
 
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     services = compose["services"]
-    mounts = {name: {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}
-              for name in ("prometheus", "grafana")}
+    mounts = {
+        name: {v.split(":")[1]: v.split(":")[0] for v in services[name]["volumes"]}
+        for name in ("prometheus", "grafana")
+    }
     # Prometheus: the chart's rules file, where prometheus.yml's rule_files look for rules.
     config_source = mounts["prometheus"]["/etc/prometheus/prometheus.yml"]
     config = yaml.safe_load((REPO / config_source).read_text())
-    rule_mounts = [target for target, source in mounts["prometheus"].items()
-                   if source == "./charts/ai-bot/files/prometheus-rules.yaml"]
+    rule_mounts = [
+        target
+        for target, source in mounts["prometheus"].items()
+        if source == "./charts/ai-bot/files/prometheus-rules.yaml"
+    ]
     assert rule_mounts and any(fnmatch(rule_mounts[0], pattern) for pattern in config["rule_files"])
     targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
     assert "lag-exporter:9308" in targets

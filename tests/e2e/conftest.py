@@ -97,8 +97,9 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     try:
         # Blocking waits go to a thread: the fakes serve the services from this loop meanwhile.
         await asyncio.to_thread(supervisor.wait_ready, 90)
-        pipeline = Pipeline(telegram=telegram, llm=llm, supervisor=supervisor, bootstrap=kafka_bootstrap, otlp=otlp,
-                            feishu=feishu)
+        pipeline = Pipeline(
+            telegram=telegram, llm=llm, supervisor=supervisor, bootstrap=kafka_bootstrap, otlp=otlp, feishu=feishu
+        )
         await feishu.subscribe(f"{feishu_ingress.url}/feishu/events")  # the console's URL check, encrypted
         feishu.user_sends_text("oc_warmup", "warm-up")
         # Warm up: the first reply proves every consumer group has its partitions.

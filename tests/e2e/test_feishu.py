@@ -98,11 +98,25 @@ async def test_the_same_event_delivered_three_times_is_answered_once(pipeline: P
 
 async def test_a_wrong_signature_or_token_is_refused_and_nothing_reaches_kafka(pipeline: Pipeline) -> None:
     feishu = _feishu(pipeline)
-    forged = {"schema": "2.0", "header": {"event_id": "forged-1", "event_type": "im.message.receive_v1",
-                                          "token": feishu.verification_token, "create_time": "1"},
-              "event": {"sender": {"sender_id": {"open_id": "ou_x"}, "sender_type": "user"},
-                        "message": {"message_id": "om_forged", "chat_id": "oc_forged", "chat_type": "p2p",
-                                    "message_type": "text", "content": json.dumps({"text": "sneaky"})}}}
+    forged = {
+        "schema": "2.0",
+        "header": {
+            "event_id": "forged-1",
+            "event_type": "im.message.receive_v1",
+            "token": feishu.verification_token,
+            "create_time": "1",
+        },
+        "event": {
+            "sender": {"sender_id": {"open_id": "ou_x"}, "sender_type": "user"},
+            "message": {
+                "message_id": "om_forged",
+                "chat_id": "oc_forged",
+                "chat_type": "p2p",
+                "message_type": "text",
+                "content": json.dumps({"text": "sneaky"}),
+            },
+        },
+    }
     body = feishu.event_body(forged)
     assert (await feishu.deliver_raw(body, headers=feishu.signed_headers(body, key="not the key"))).status_code == 401
     assert (await feishu.deliver_raw(body, signed=False)).status_code == 401
@@ -148,5 +162,7 @@ async def test_a_voice_note_is_downloaded_transcribed_and_answered(pipeline: Pip
     heard, _, answer = sent["text"].partition("\n")
     assert set(EXPECTED_WORDS) <= words(heard), sent["text"]
     assert answer.startswith("Echo: ")
-    assert any(c["path"].endswith("/resources/" + json.loads(event["event"]["message"]["content"])["file_key"])
-               for c in feishu.calls_to("download"))
+    assert any(
+        c["path"].endswith("/resources/" + json.loads(event["event"]["message"]["content"])["file_key"])
+        for c in feishu.calls_to("download")
+    )

@@ -92,8 +92,12 @@ async def test_lag_per_partition_and_total_match_what_waits(backlog: Backlog) ->
 
 async def test_cli_prints_the_table_with_partitions(backlog: Backlog) -> None:
     result = await asyncio.to_thread(
-        subprocess.run, [AI_BOT, "lag", "--pair", backlog.pair, "--partitions"],
-        env=backlog.env(), capture_output=True, text=True, timeout=60,
+        subprocess.run,
+        [AI_BOT, "lag", "--pair", backlog.pair, "--partitions"],
+        env=backlog.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert "7 records waiting" in result.stdout
@@ -103,8 +107,11 @@ async def test_cli_prints_the_table_with_partitions(backlog: Backlog) -> None:
     figures = [c for c in total if c not in ("│", "┃")]
     assert figures[2:] == ["0", "all", "3", "12", "5", "7"], result.stdout
     # Partition rows: PARTITION END COMMITTED LAG only (the topic and group cells are blank).
-    partitions = {int(r[0]): r[1:] for r in ([c for c in row if c not in ("│", "┃")] for row in rows)
-                  if len(r) == 4 and r[0].isdigit()}
+    partitions = {
+        int(r[0]): r[1:]
+        for r in ([c for c in row if c not in ("│", "┃")] for row in rows)
+        if len(r) == 4 and r[0].isdigit()
+    }
     assert partitions == {0: ["5", "2", "3"], 1: ["3", "3", "0"], 2: ["4", "-", "4"]}, result.stdout
 
 
@@ -128,7 +135,9 @@ async def test_exporter_serves_the_figures_as_metrics(backlog: Backlog) -> None:
     port = free_port()
     process = subprocess.Popen(
         [AI_BOT, "lag", "--serve", str(port), "--pair", backlog.pair, "--interval", "1"],
-        env=backlog.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=backlog.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         samples: dict = {}
@@ -161,8 +170,12 @@ async def test_exporter_serves_the_figures_as_metrics(backlog: Backlog) -> None:
 async def test_watch_shows_the_lag_growing_while_the_group_is_down(backlog: Backlog) -> None:
     """Last in this module: it adds records to the backlog."""
     child = pexpect.spawn(
-        AI_BOT, ["lag", "--watch", "--interval", "0.5", "--pair", backlog.pair], env=backlog.env(),
-        dimensions=(30, 160), encoding="utf-8", timeout=30,
+        AI_BOT,
+        ["lag", "--watch", "--interval", "0.5", "--pair", backlog.pair],
+        env=backlog.env(),
+        dimensions=(30, 160),
+        encoding="utf-8",
+        timeout=30,
     )
     try:
         await asyncio.to_thread(child.expect, r"7 records waiting")

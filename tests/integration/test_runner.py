@@ -73,8 +73,9 @@ async def test_many_keys_concurrently_each_in_order_and_committed(kafka_bootstra
     group = f"g-{unique}"
     consumer = make_consumer(kafka, group, "test")
     await consumer.start()
-    runner = StageRunner(stage="test", consumer=consumer, producer=producer, topics=[source.name],
-                         group_id=group, process=process)
+    runner = StageRunner(
+        stage="test", consumer=consumer, producer=producer, topics=[source.name], group_id=group, process=process
+    )
     task = asyncio.create_task(runner.run())
     out = await _read_all(kafka, sink.name, chats * per_chat)
     await runner.shutdown()
@@ -113,13 +114,17 @@ async def test_bad_records_go_to_dead_letters_and_the_stage_keeps_going(kafka_bo
     group = f"g-{unique}"
     consumer = make_consumer(kafka, group, "test")
     await consumer.start()
-    runner = StageRunner(stage="test", consumer=consumer, producer=producer, topics=[source.name],
-                         group_id=group, process=process)
+    runner = StageRunner(
+        stage="test", consumer=consumer, producer=producer, topics=[source.name], group_id=group, process=process
+    )
     task = asyncio.create_task(runner.run())
     out = await _read_all(kafka, sink.name, 1)
     assert [Envelope.from_bytes(m.value).text() for m in out] == ["7"]
-    dlq = [m for m in await _read_all(kafka, DEAD_LETTERS.name, 100, timeout=3)
-           if dict(m.headers).get("dlq-source-topic") == source.name.encode()]
+    dlq = [
+        m
+        for m in await _read_all(kafka, DEAD_LETTERS.name, 100, timeout=3)
+        if dict(m.headers).get("dlq-source-topic") == source.name.encode()
+    ]
     assert len(dlq) == 1
     assert dlq[0].value == b"{not json"
     assert b"not a valid envelope" in dict(dlq[0].headers)["dlq-reason"]

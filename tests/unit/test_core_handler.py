@@ -44,8 +44,10 @@ async def test_an_answer_becomes_a_reply_and_history() -> None:
     (reply,) = outcome.replies
     assert reply.kind is Kind.REPLY and reply.text() == "Paris."
     assert reply.reply_to_message_id == "1" and reply.causation_id == "tg-1-1"
-    assert model.calls[0] == [{"role": "system", "content": "be brief"},
-                              {"role": "user", "content": "capital of France?"}]
+    assert model.calls[0] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "capital of France?"},
+    ]
     assert [t.content for t in outcome.state.turns] == ["capital of France?", "Paris."]
 
 
@@ -114,8 +116,10 @@ async def test_voice_replies_carry_the_transcript() -> None:
 
 
 def test_history_is_bounded_by_turns_and_tokens() -> None:
-    turns = [Turn(role="user" if i % 2 == 0 else "assistant", content=f"t{i} " + "x" * 300, source_id=str(i // 2))
-             for i in range(100)]
+    turns = [
+        Turn(role="user" if i % 2 == 0 else "assistant", content=f"t{i} " + "x" * 300, source_id=str(i // 2))
+        for i in range(100)
+    ]
     kept = trim_history(turns, max_turns=10, max_tokens=100_000)
     assert len(kept) == 20 and kept[-1] is turns[-1] and kept[0].role == "user"
     kept = trim_history(turns, max_turns=50, max_tokens=500)

@@ -45,8 +45,9 @@ async def test_one_token_serves_many_calls_even_at_once(fake: FakeFeishu, client
     assert len(fake.sent) == 6
 
 
-async def test_a_token_feishu_refuses_is_refreshed_and_the_call_retried_once(fake: FakeFeishu,
-                                                                            client: FeishuClient) -> None:
+async def test_a_token_feishu_refuses_is_refreshed_and_the_call_retried_once(
+    fake: FakeFeishu, client: FeishuClient
+) -> None:
     await client.send_message("chat_id", "oc_a", "text", TEXT)
     fake.expire_tokens()
     message_id = await client.send_message("chat_id", "oc_a", "text", TEXT)

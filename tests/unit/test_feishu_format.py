@@ -40,8 +40,16 @@ def test_plain_replies_are_text_messages_with_lines_spaced_apart() -> None:
 
 
 def test_markdown_replies_are_v2_cards_with_a_markdown_element() -> None:
-    for markdown in ("Use `pip install x`", "- one\n- two", "1. first", "see [docs](https://x.y/z)",
-                     "**bold** claim", "# Title", "> quoted", "```py\nprint(1)\n```"):
+    for markdown in (
+        "Use `pip install x`",
+        "- one\n- two",
+        "1. first",
+        "see [docs](https://x.y/z)",
+        "**bold** claim",
+        "# Title",
+        "> quoted",
+        "```py\nprint(1)\n```",
+    ):
         assert has_formatting(markdown), markdown
         (message,) = render(markdown)
         card = json.loads(message.content)

@@ -21,19 +21,42 @@ BOT = BotIdentity(open_id="ou_bot", name="AI Bot")
 BOT_MENTION = {"key": "@_user_1", "id": {"open_id": "ou_bot"}, "name": "AI Bot"}
 
 
-def _event(message_type: str = "text", content: Any = None, *, chat_type: str = "p2p",
-           mentions: list[dict] | None = None, sender_type: str = "user", event_id: str = "ev1") -> dict:
+def _event(
+    message_type: str = "text",
+    content: Any = None,
+    *,
+    chat_type: str = "p2p",
+    mentions: list[dict] | None = None,
+    sender_type: str = "user",
+    event_id: str = "ev1",
+) -> dict:
     content = {"text": "hello"} if content is None else content
     return {
         "schema": "2.0",
-        "header": {"event_id": event_id, "event_type": "im.message.receive_v1", "create_time": "1700000000123",
-                   "token": "t", "app_id": "cli_x", "tenant_key": "tk"},
+        "header": {
+            "event_id": event_id,
+            "event_type": "im.message.receive_v1",
+            "create_time": "1700000000123",
+            "token": "t",
+            "app_id": "cli_x",
+            "tenant_key": "tk",
+        },
         "event": {
-            "sender": {"sender_id": {"open_id": "ou_alice", "union_id": "on_a", "user_id": "a"},
-                       "sender_type": sender_type},
-            "message": {"message_id": "om_42", "root_id": "", "parent_id": "", "create_time": "1700000000000",
-                        "chat_id": "oc_chat", "chat_type": chat_type, "message_type": message_type,
-                        "content": json.dumps(content), "mentions": mentions or []},
+            "sender": {
+                "sender_id": {"open_id": "ou_alice", "union_id": "on_a", "user_id": "a"},
+                "sender_type": sender_type,
+            },
+            "message": {
+                "message_id": "om_42",
+                "root_id": "",
+                "parent_id": "",
+                "create_time": "1700000000000",
+                "chat_id": "oc_chat",
+                "chat_type": chat_type,
+                "message_type": message_type,
+                "content": json.dumps(content),
+                "mentions": mentions or [],
+            },
         },
     }
 
@@ -82,13 +105,19 @@ def test_without_an_open_id_the_bot_is_recognised_by_name() -> None:
 
 
 def test_post_is_flattened_to_text() -> None:
-    post = {"title": "Plan", "content": [
-        [{"tag": "at", "user_id": "@_user_1", "user_name": "AI Bot"}, {"tag": "text", "text": " see "},
-         {"tag": "a", "text": "docs", "href": "https://example.com/d"}],
-        [{"tag": "img", "image_key": "img_1"}],
-        [{"tag": "text", "text": "bold", "style": ["bold"]}, {"tag": "emotion", "emoji_type": "SMILE"}],
-        [{"tag": "code_block", "language": "PYTHON", "text": "print(1)"}],
-    ]}
+    post = {
+        "title": "Plan",
+        "content": [
+            [
+                {"tag": "at", "user_id": "@_user_1", "user_name": "AI Bot"},
+                {"tag": "text", "text": " see "},
+                {"tag": "a", "text": "docs", "href": "https://example.com/d"},
+            ],
+            [{"tag": "img", "image_key": "img_1"}],
+            [{"tag": "text", "text": "bold", "style": ["bold"]}, {"tag": "emotion", "emoji_type": "SMILE"}],
+            [{"tag": "code_block", "language": "PYTHON", "text": "print(1)"}],
+        ],
+    }
     envelope = event_to_envelope(_event("post", post, chat_type="group", mentions=[BOT_MENTION]), BOT)
     assert envelope.text() == "Plan\nsee [docs](https://example.com/d)\nbold:SMILE:\n```python\nprint(1)\n```"
     assert flatten_post({"zh_cn": {"title": "", "content": [[{"tag": "text", "text": "localized"}]]}}) == "localized"

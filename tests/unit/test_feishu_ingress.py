@@ -36,9 +36,16 @@ def _event(event_id: str, chat_type: str = "p2p") -> dict[str, Any]:
     return {
         "schema": "2.0",
         "header": {"event_id": event_id, "event_type": "im.message.receive_v1", "create_time": "1700000000000"},
-        "event": {"sender": {"sender_id": {"open_id": "ou_a"}, "sender_type": "user"},
-                  "message": {"message_id": f"om_{event_id}", "chat_id": "oc_1", "chat_type": chat_type,
-                              "message_type": "text", "content": json.dumps({"text": "hi"})}},
+        "event": {
+            "sender": {"sender_id": {"open_id": "ou_a"}, "sender_type": "user"},
+            "message": {
+                "message_id": f"om_{event_id}",
+                "chat_id": "oc_1",
+                "chat_type": chat_type,
+                "message_type": "text",
+                "content": json.dumps({"text": "hi"}),
+            },
+        },
     }
 
 
@@ -95,8 +102,7 @@ async def fake() -> AsyncIterator[FakeFeishu]:
     await server.stop()
 
 
-async def test_without_a_configured_open_id_the_bot_asks_feishu_until_it_answers(fake: FakeFeishu,
-                                                                                 monkeypatch) -> None:
+async def test_without_a_configured_open_id_the_bot_asks_feishu_until_it_answers(fake: FakeFeishu, monkeypatch) -> None:
     monkeypatch.setattr(ingress_app, "IDENTITY_RETRY_S", (0.05, 0.1))
     fake.fail_next("bot_info", code=1500, http_status=500, times=2)
     config = FeishuConfig(enabled=True, app_id=fake.app_id, app_secret=SecretStr(fake.app_secret), domain=fake.url)

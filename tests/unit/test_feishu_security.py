@@ -58,8 +58,11 @@ def test_signature_matches_the_sdks_check_and_the_fakes_signer() -> None:
 
 def _headers(body: bytes, *, timestamp: int | None = None, key: str = KEY) -> dict[str, str]:
     stamp = str(int(time.time()) if timestamp is None else timestamp)
-    return {"X-Lark-Request-Timestamp": stamp, "X-Lark-Request-Nonce": "n0nce",
-            "X-Lark-Signature": signature(stamp, "n0nce", key, body)}
+    return {
+        "X-Lark-Request-Timestamp": stamp,
+        "X-Lark-Request-Nonce": "n0nce",
+        "X-Lark-Signature": signature(stamp, "n0nce", key, body),
+    }
 
 
 def test_a_wrong_or_missing_signature_is_unauthorized() -> None:
@@ -83,8 +86,11 @@ def test_signed_requests_outside_the_window_are_replays() -> None:
 
 
 def _event(token: str = TOKEN) -> dict:
-    return {"schema": "2.0", "header": {"event_id": "e1", "event_type": "im.message.receive_v1", "token": token},
-            "event": {}}
+    return {
+        "schema": "2.0",
+        "header": {"event_id": "e1", "event_type": "im.message.receive_v1", "token": token},
+        "event": {},
+    }
 
 
 def test_an_encrypted_signed_event_opens_to_its_plaintext() -> None:
@@ -146,11 +152,12 @@ def test_the_sdks_dispatcher_accepts_what_the_fake_sends() -> None:
     """The fake's events pass lark-oapi's own webhook checks, so tests against the fake mean something."""
     fake = FakeFeishu(encrypt_key=KEY, verification_token=TOKEN)
     received = []
-    dispatcher = (EventDispatcherHandler.builder(KEY, TOKEN)
-                  .register_p2_im_message_receive_v1(received.append).build())
-    event = {"schema": "2.0", "header": {"event_id": "e9", "event_type": "im.message.receive_v1", "token": TOKEN,
-                                         "create_time": "1"},
-             "event": {"message": {"message_id": "om_1", "content": '{"text": "hi"}'}}}
+    dispatcher = EventDispatcherHandler.builder(KEY, TOKEN).register_p2_im_message_receive_v1(received.append).build()
+    event = {
+        "schema": "2.0",
+        "header": {"event_id": "e9", "event_type": "im.message.receive_v1", "token": TOKEN, "create_time": "1"},
+        "event": {"message": {"message_id": "om_1", "content": '{"text": "hi"}'}},
+    }
     request = RawRequest()
     request.body = fake.event_body(event)
     request.headers = fake.signed_headers(request.body)

@@ -35,7 +35,9 @@ async def sender(fake: FakeFeishu) -> AsyncIterator[FeishuSender]:
 def _outbound(fake: FakeFeishu, text: str, chat_id: str = "oc_s") -> Envelope:
     asked = fake.user_sends_text(chat_id, "question")["event"]["message"]["message_id"]
     reply = Envelope(
-        id=f"reply-{asked}", kind=Kind.REPLY, reply_to_message_id=asked,
+        id=f"reply-{asked}",
+        kind=Kind.REPLY,
+        reply_to_message_id=asked,
         conversation=Conversation(platform=Platform.FEISHU, chat_id=chat_id, chat_type=ChatType.PRIVATE),
         parts=[TextPart(text=text, format="markdown")],
     )

@@ -117,8 +117,17 @@ def test_lag_table_shows_totals_partitions_and_change() -> None:
 
     before = _snapshot(members=0)
     after = LagSnapshot(
-        groups=(GroupLag("unit.topic", "unit-group", 0, (PartitionLag("unit.topic", 0, "unit-group", 0, 12, 4),
-                                                        PartitionLag("unit.topic", 1, "unit-group", 0, 3, None))),),
+        groups=(
+            GroupLag(
+                "unit.topic",
+                "unit-group",
+                0,
+                (
+                    PartitionLag("unit.topic", 0, "unit-group", 0, 12, 4),
+                    PartitionLag("unit.topic", 1, "unit-group", 0, 3, None),
+                ),
+            ),
+        ),
     )
     console = Console(width=160, record=True, no_color=True)
     console.print(lag_table(after, partitions=True, previous=before))

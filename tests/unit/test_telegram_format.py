@@ -61,6 +61,7 @@ def test_transcript_is_quoted_above_the_answer() -> None:
     quote = message.entities[0]
     assert quote["type"] == "blockquote" and quote["offset"] == 0
     bold = message.entities[1]
-    assert message.text.encode("utf-16-le")[bold["offset"] * 2 : (bold["offset"] + bold["length"]) * 2].decode(
-        "utf-16-le"
-    ) == "noon"
+    assert (
+        message.text.encode("utf-16-le")[bold["offset"] * 2 : (bold["offset"] + bold["length"]) * 2].decode("utf-16-le")
+        == "noon"
+    )

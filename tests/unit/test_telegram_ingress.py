@@ -13,8 +13,12 @@ ALL = {"message", "edited_message", "callback_query"}
 
 
 def _update(update_id: int = 10, chat_type: str = "private", **message: object) -> Update:
-    base = {"message_id": 5, "date": 1_700_000_000, "chat": {"id": 77, "type": chat_type},
-            "from": {"id": 9, "is_bot": False, "first_name": "Ann"}}
+    base = {
+        "message_id": 5,
+        "date": 1_700_000_000,
+        "chat": {"id": 77, "type": chat_type},
+        "from": {"id": 9, "is_bot": False, "first_name": "Ann"},
+    }
     base.update(message)
     return Update.de_json({"update_id": update_id, "message": base}, None)
 
@@ -41,8 +45,15 @@ def test_voice_goes_to_the_asr_topic() -> None:
 
 
 def test_stickers_are_marked_unsupported_not_dropped() -> None:
-    sticker = {"file_id": "S", "file_unique_id": "SU", "width": 1, "height": 1, "is_animated": False,
-               "is_video": False, "type": "regular"}
+    sticker = {
+        "file_id": "S",
+        "file_unique_id": "SU",
+        "width": 1,
+        "height": 1,
+        "is_animated": False,
+        "is_video": False,
+        "type": "regular",
+    }
     (part,) = update_to_envelope(_update(sticker=sticker), BOT, ALL).parts
     assert isinstance(part, UnsupportedPart) and part.platform_type == "sticker"
 
@@ -55,8 +66,13 @@ def test_groups_answer_mentions_commands_and_replies_only() -> None:
     assert command.text() == "/help"
     other_bot = update_to_envelope(_update(chat_type="group", text="/help@other_bot"), BOT, ALL)
     assert other_bot is None
-    reply = {"message_id": 4, "date": 1_700_000_000, "chat": {"id": 77, "type": "group"},
-             "from": {"id": 123456, "is_bot": True, "first_name": "Bot"}, "text": "earlier answer"}
+    reply = {
+        "message_id": 4,
+        "date": 1_700_000_000,
+        "chat": {"id": 77, "type": "group"},
+        "from": {"id": 123456, "is_bot": True, "first_name": "Bot"},
+        "text": "earlier answer",
+    }
     assert update_to_envelope(_update(chat_type="group", text="and then?", reply_to_message=reply), BOT, ALL)
 
 
@@ -65,9 +81,23 @@ def test_update_kinds_not_allowed_are_ignored() -> None:
 
 
 def test_callback_query_becomes_a_message_with_its_data() -> None:
-    update = Update.de_json({"update_id": 11, "callback_query": {
-        "id": "cb1", "from": {"id": 9, "is_bot": False, "first_name": "Ann"}, "chat_instance": "ci", "data": "yes",
-        "message": {"message_id": 8, "date": 1_700_000_000, "chat": {"id": 77, "type": "private"}, "text": "ok?"}}},
-        None)
+    update = Update.de_json(
+        {
+            "update_id": 11,
+            "callback_query": {
+                "id": "cb1",
+                "from": {"id": 9, "is_bot": False, "first_name": "Ann"},
+                "chat_instance": "ci",
+                "data": "yes",
+                "message": {
+                    "message_id": 8,
+                    "date": 1_700_000_000,
+                    "chat": {"id": 77, "type": "private"},
+                    "text": "ok?",
+                },
+            },
+        },
+        None,
+    )
     envelope = update_to_envelope(update, BOT, ALL)
     assert envelope.text() == "yes" and envelope.meta["callback_query_id"] == "cb1"

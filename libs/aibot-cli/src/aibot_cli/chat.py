@@ -27,8 +27,9 @@ def run_chat(telegram_url: str, chat_id: int = CHAT_ID, user_id: int = 4242) -> 
             nonlocal after
             while not stop.is_set():
                 try:
-                    items = client.get("/_fake/sent", params={"chat_id": chat_id, "after_index": after,
-                                                              "timeout": 1}).json()
+                    items = client.get(
+                        "/_fake/sent", params={"chat_id": chat_id, "after_index": after, "timeout": 1}
+                    ).json()
                 except httpx.HTTPError:
                     continue
                 for item in items:
@@ -65,10 +66,28 @@ def send_voice(client: httpx.Client, chat_id: int, user_id: int, words: str) -> 
     with tempfile.TemporaryDirectory() as tmp:
         wav, ogg = Path(tmp) / "note.wav", Path(tmp) / "note.ogg"
         subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), words], check=True, capture_output=True)
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), "-ac", "1", "-ar", "48000",
-                        "-c:a", "libopus", str(ogg)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-y",
+                "-i",
+                str(wav),
+                "-ac",
+                "1",
+                "-ar",
+                "48000",
+                "-c:a",
+                "libopus",
+                str(ogg),
+            ],
+            check=True,
+            capture_output=True,
+        )
         with wave.open(str(wav)) as audio:
             seconds = math.ceil(audio.getnframes() / audio.getframerate())
-        client.post(f"/_fake/users/{chat_id}/voice", params={"duration": seconds, "user_id": user_id},
-                    content=ogg.read_bytes())
+        client.post(
+            f"/_fake/users/{chat_id}/voice", params={"duration": seconds, "user_id": user_id}, content=ogg.read_bytes()
+        )
     print(f"(sent a {seconds} s voice note)")

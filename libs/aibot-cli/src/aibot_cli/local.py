@@ -79,8 +79,10 @@ class LocalStack:
             return
         self.broker = EmbeddedBroker(log_path=logs / "broker.log").start()
         self.env["AIBOT_KAFKA__BOOTSTRAP_SERVERS"] = self.broker.bootstrap
-        self.log(f"kafka: {configured} does not answer; started the embedded dev broker on {self.broker.bootstrap} "
-                 "(memory only, for trying ai-bot out)")
+        self.log(
+            f"kafka: {configured} does not answer; started the embedded dev broker on {self.broker.bootstrap} "
+            "(memory only, for trying ai-bot out)"
+        )
 
     def _telegram(self, logs: Path) -> None:
         config = self.settings.telegram

@@ -51,13 +51,17 @@ def cmd_topics(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.action == "create":
         asyncio.run(ensure_topics(settings.kafka))
-        print(f"{len(ALL_TOPICS)} topics present on {settings.kafka.bootstrap_servers} "
-              f"({settings.kafka.partitions} partitions each)")
+        print(
+            f"{len(ALL_TOPICS)} topics present on {settings.kafka.bootstrap_servers} "
+            f"({settings.kafka.partitions} partitions each)"
+        )
         return 0
     groups = dict(CONSUMPTION)
     for topic in ALL_TOPICS:
-        print(f"{topic.name:45} {'compacted' if topic.compacted else 'retained':10} "
-              f"{groups.get(topic.name, '-'):28} {topic.description}")
+        print(
+            f"{topic.name:45} {'compacted' if topic.compacted else 'retained':10} "
+            f"{groups.get(topic.name, '-'):28} {topic.description}"
+        )
     return 0
 
 
@@ -82,11 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
     lag.add_argument("--partitions", action="store_true", help="also show every partition")
     lag.add_argument("--watch", action="store_true", help="refresh the table in place until Ctrl-C")
     lag.add_argument("--interval", type=float, default=5.0, help="seconds between refreshes (--watch, --serve)")
-    lag.add_argument("--serve", type=int, metavar="PORT", nargs="?", const=9308,
-                     help="serve the figures as Prometheus metrics on PORT (default 9308)")
+    lag.add_argument(
+        "--serve",
+        type=int,
+        metavar="PORT",
+        nargs="?",
+        const=9308,
+        help="serve the figures as Prometheus metrics on PORT (default 9308)",
+    )
     lag.add_argument("--group", action="append", default=[], help="only this consumer group (repeatable)")
-    lag.add_argument("--pair", action="append", default=[], metavar="TOPIC:GROUP",
-                     help="watch this (topic, group) instead of the pipeline's own (repeatable)")
+    lag.add_argument(
+        "--pair",
+        action="append",
+        default=[],
+        metavar="TOPIC:GROUP",
+        help="watch this (topic, group) instead of the pipeline's own (repeatable)",
+    )
     lag.set_defaults(func=cmd_lag)
     return parser
 

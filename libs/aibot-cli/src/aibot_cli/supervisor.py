@@ -49,7 +49,10 @@ class ServiceProcess:
         env = {**os.environ, **self.env, "AIBOT_HTTP__PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
         self.process = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", self.module],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
@@ -94,8 +97,9 @@ class Supervisor:
         index = sum(1 for p in self.processes if p.name == name)
         port = port or SERVICES[name][1]
         log_path = self.log_dir / (f"{name}.log" if index == 0 else f"{name}-{index}.log")
-        process = ServiceProcess(name=name, port=port, env={**self.env, **(env or {})}, log_path=log_path,
-                                 instance=index)
+        process = ServiceProcess(
+            name=name, port=port, env={**self.env, **(env or {})}, log_path=log_path, instance=index
+        )
         self.processes.append(process)
         return process
 

@@ -254,8 +254,12 @@ class StageRunner:
         with telemetry.consume_span(
             f"{record.topic} process",
             record.headers,
-            {"messaging.destination.name": record.topic, "messaging.kafka.partition": record.partition,
-             "messaging.kafka.offset": record.offset, "aibot.stage": self.stage},
+            {
+                "messaging.destination.name": record.topic,
+                "messaging.kafka.partition": record.partition,
+                "messaging.kafka.offset": record.offset,
+                "aibot.stage": self.stage,
+            },
         ):
             telemetry.conversation_var.set(record.key)
             await self._attempt(record)
@@ -296,13 +300,22 @@ class StageRunner:
 
     async def _dead_letter(self, record: Consumed, error: BaseException, reason: str) -> None:
         log.error(
-            "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason,
+            "dead-lettering %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            reason,
             extra={"error_type": type(error).__name__},
         )
         telemetry.DEAD_LETTERS.labels(stage=self.stage, error=type(error).__name__).inc()
         dlq = dead_letter(
-            record.topic, record.partition, record.offset,
-            record.key.encode() if record.key else None, record.value, error, reason,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key.encode() if record.key else None,
+            record.value,
+            error,
+            reason,
         )
         dlq.headers.extend((k, v) for k, v in record.headers if k in ("traceparent", "tracestate"))
         while True:

@@ -113,8 +113,9 @@ def prepare(service: str) -> Settings:
 def serve(app: FastAPI, settings: Settings, default_port: int) -> None:
     """Run the app until SIGTERM; the app's lifespan owns the Kafka clients and stage tasks."""
     port = settings.http.port or default_port
-    config = uvicorn.Config(app, host=settings.http.host, port=port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=30)
+    config = uvicorn.Config(
+        app, host=settings.http.host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
+    )
     server = uvicorn.Server(config)
     server.run()
     if _background_failed:

@@ -81,9 +81,4 @@ class ServiceStatus:
     extra_ready: bool = True
 
     def ready(self) -> bool:
-        return (
-            self.health is not None
-            and self.health.ok
-            and self.extra_ready
-            and all(r.running for r in self.runners)
-        )
+        return self.health is not None and self.health.ok and self.extra_ready and all(r.running for r in self.runners)

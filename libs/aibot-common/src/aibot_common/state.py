@@ -70,7 +70,10 @@ class ChangelogTable:
             await consumer.stop()
         log.info(
             "restored %d changelog records of %s for partitions %s in %.2fs",
-            count, self.changelog.name, wanted, time.perf_counter() - started,
+            count,
+            self.changelog.name,
+            wanted,
+            time.perf_counter() - started,
         )
 
 

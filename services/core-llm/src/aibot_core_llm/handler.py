@@ -28,8 +28,7 @@ HELP_TEXT = (
 WELCOME_TEXT = "Hello! I am an AI assistant. Ask me anything.\n\n" + HELP_TEXT.split("\n\n", 1)[1]
 RESET_TEXT = "Done: I have forgotten our conversation. What shall we talk about?"
 MODEL_FAILED_TEXT = (
-    "Sorry, I could not get an answer from the language model just now ({reason}). "
-    "Please try again in a moment."
+    "Sorry, I could not get an answer from the language model just now ({reason}). Please try again in a moment."
 )
 UNSUPPORTED_TEXT = "Sorry, I can't handle {what} yet. Please send text or a voice note."
 EMPTY_TEXT = "I received an empty message. Please send some text."
@@ -123,8 +122,11 @@ async def handle(envelope: Envelope, state: ConversationState, model: ChatModel,
         # The user hears about it; the message is not added to the history, so a retry is clean.
         return _answer(envelope, state, MODEL_FAILED_TEXT.format(reason=_short(exc)))
 
-    turns = [*history, Turn(role="user", content=text, source_id=envelope.id),
-             Turn(role="assistant", content=completion.text, source_id=envelope.id)]
+    turns = [
+        *history,
+        Turn(role="user", content=text, source_id=envelope.id),
+        Turn(role="assistant", content=completion.text, source_id=envelope.id),
+    ]
     new_state = ConversationState(
         turns=trim_history(turns, settings.history_max_turns, settings.history_max_tokens),
         recent_ids=state.recent_ids,

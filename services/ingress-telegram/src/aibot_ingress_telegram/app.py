@@ -169,8 +169,9 @@ def create_app(settings: Settings) -> FastAPI:
         if expected_secret is not None and not hmac.compare_digest(given, expected_secret):
             telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome="unauthorized").inc()
             log.warning("webhook call with a wrong or missing secret token from %s", request.client)
-            return Response(status_code=401, content=b'{"ok":false,"description":"bad secret token"}',
-                            media_type="application/json")
+            return Response(
+                status_code=401, content=b'{"ok":false,"description":"bad secret token"}', media_type="application/json"
+            )
         ingress = state["ingress"]
         assert isinstance(ingress, Ingress)
         try:
@@ -181,16 +182,18 @@ def create_app(settings: Settings) -> FastAPI:
         except (ValueError, TypeError, KeyError) as exc:
             telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome="malformed").inc()
             log.warning("malformed webhook body: %s", exc)
-            return Response(status_code=400, content=b'{"ok":false,"description":"malformed update"}',
-                            media_type="application/json")
+            return Response(
+                status_code=400, content=b'{"ok":false,"description":"malformed update"}', media_type="application/json"
+            )
         try:
             await ingress.publish(update)
         except (KafkaError, TimeoutError) as exc:
             # Not acknowledged: Telegram will deliver the update again.
             telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome="unavailable").inc()
             log.error("broker did not acknowledge update %s: %s", update.update_id, exc)
-            return Response(status_code=503, content=b'{"ok":false,"description":"try again"}',
-                            media_type="application/json")
+            return Response(
+                status_code=503, content=b'{"ok":false,"description":"try again"}', media_type="application/json"
+            )
         return Response(status_code=200, content=b'{"ok":true}', media_type="application/json")
 
     return app

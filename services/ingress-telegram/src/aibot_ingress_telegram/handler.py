@@ -78,8 +78,14 @@ def _from_message(envelope_id: str, message: Message, bot: BotIdentity, *, edite
     audio = message.voice or message.audio
     if audio:
         raw = audio.to_dict()  # the wire value: duration in seconds (the attribute is turning into a timedelta)
-        parts.append(AudioPart(file_ref=audio.file_id, duration_s=float(raw.get("duration") or 0),
-                               size_bytes=audio.file_size, mime_type=audio.mime_type))
+        parts.append(
+            AudioPart(
+                file_ref=audio.file_id,
+                duration_s=float(raw.get("duration") or 0),
+                size_bytes=audio.file_size,
+                mime_type=audio.mime_type,
+            )
+        )
     elif message.photo:
         parts.append(ImagePart(file_ref=message.photo[-1].file_id))
     elif message.document:

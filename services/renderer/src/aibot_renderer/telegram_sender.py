@@ -60,8 +60,9 @@ class TelegramSender:
             # A CLIENT span per API call, so a trace shows each sendMessage and its outcome.
             with telemetry.span("telegram sendMessage", kind=SpanKind.CLIENT, **{"rpc.method": "sendMessage"}):
                 async with self._connections:
-                    await self._bot.send_message(chat_id=chat_id, text=text, entities=entities or None,
-                                                 reply_parameters=reply)
+                    await self._bot.send_message(
+                        chat_id=chat_id, text=text, entities=entities or None, reply_parameters=reply
+                    )
             telemetry.PLATFORM_API_CALLS.labels(platform=PLATFORM, method="sendMessage", code="200").inc()
         except RetryAfter as exc:
             self._count("429")
