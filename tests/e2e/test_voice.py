@@ -8,6 +8,7 @@ import time
 
 import pytest
 from aiokafka import TopicPartition
+from pydantic import ValidationError
 
 from aibot_asr_worker.handler import UNREADABLE_TEXT
 from aibot_common.envelope import Envelope
@@ -36,7 +37,10 @@ async def _dead_letters(bootstrap: str, wanted: set[str], timeout: float = 20) -
         while not wanted <= found.keys() and time.monotonic() < deadline:
             for messages in (await consumer.getmany(timeout_ms=300)).values():
                 for message in messages:
-                    envelope_id = Envelope.from_bytes(message.value).id
+                    try:
+                        envelope_id = Envelope.from_bytes(message.value).id
+                    except ValidationError:
+                        continue  # a dead letter may be anything (other tests send non-envelopes)
                     if envelope_id in wanted:
                         found[envelope_id] = {k: header(message.headers, k) or "" for k, _ in message.headers}
         return found
