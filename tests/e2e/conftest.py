@@ -89,6 +89,9 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     log_dir = Path(tmp_path_factory.mktemp("e2e-logs"))
     supervisor = Supervisor(log_dir=log_dir, env=env)
     supervisor.add("ingress-telegram", ingress_port)
+    # Two core-llm replicas share the inbound partitions, as on Kubernetes: every e2e test runs
+    # against a scaled-out stage, and the crash test kills one of them.
+    supervisor.add("core-llm", free_port())
     supervisor.add("core-llm", free_port())
     supervisor.add("renderer", free_port())
     supervisor.add("asr-worker", free_port())

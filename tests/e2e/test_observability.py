@@ -128,8 +128,12 @@ async def test_every_service_exports_its_named_series_after_traffic(pipeline: Pi
         await pipeline.telegram.wait_for_sent(1, chat_id=chat)
     async with httpx.AsyncClient() as client:
         for name, expected in EXPECTED_SERIES.items():
-            text = (await client.get(f"{pipeline.service(name).url}/metrics")).text
-            series = _series(text)
+            # A stage may run as several replicas: look at all of them together.
+            replicas = [p for p in pipeline.supervisor.processes if p.name == name]
+            series: dict[str, list[tuple[dict[str, str], float]]] = {}
+            for replica in replicas:
+                for metric, values in _series((await client.get(f"{replica.url}/metrics")).text).items():
+                    series.setdefault(metric, []).extend(values)
             for metric, labels in expected.items():
                 matching = [v for got, v in series.get(metric, []) if labels.items() <= got.items()]
                 assert matching, f"{name} exports no {metric}{labels}"
@@ -144,9 +148,12 @@ async def test_every_service_exports_its_named_series_after_traffic(pipeline: Pi
 
 
 def _log_lines(pipeline: Pipeline) -> dict[str, list[str]]:
-    return {
-        name: pipeline.service(name).log_path.read_text(errors="replace").splitlines() for name in PIPELINE_SERVICES
-    }
+    """Every replica's lines, by service (a stage may run as several replicas)."""
+    lines: dict[str, list[str]] = {name: [] for name in PIPELINE_SERVICES}
+    for process in pipeline.supervisor.processes:
+        if process.name in lines:
+            lines[process.name] += process.log_path.read_text(errors="replace").splitlines()
+    return lines
 
 
 async def test_logs_are_json_with_trace_and_conversation_and_never_show_pii_or_the_token(

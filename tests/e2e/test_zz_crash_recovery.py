@@ -1,4 +1,5 @@
-"""A core-llm replica killed mid-work (SIGKILL, like an OOM kill) loses nothing and duplicates nothing.
+"""A core-llm replica killed mid-work (SIGKILL, like an OOM kill) loses nothing and duplicates nothing:
+the other replica takes its partitions over, and the restarted one rejoins.
 
 Named to run last: it restarts a service of the shared session pipeline.
 """
