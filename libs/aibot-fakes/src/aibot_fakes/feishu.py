@@ -22,7 +22,7 @@ import json
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from aibot_fakes.feishu_control import add_control_routes
-from aibot_fakes.server import BackgroundServer
+from aibot_fakes.server import PlatformFake
 
 TEXT_LIMIT_BYTES = 150 * 1024
 CARD_OR_POST_LIMIT_BYTES = 30 * 1024
@@ -98,7 +98,7 @@ def sign(timestamp: str, nonce: str, encrypt_key: str, body: bytes) -> str:
     return hashlib.sha256((timestamp + nonce + encrypt_key).encode() + body).hexdigest()
 
 
-class FakeFeishu:
+class FakeFeishu(PlatformFake):
     # Feishu re-sends after 15 s, 5 min, 1 h and 6 h; the same shape, quick enough for tests.
     redelivery_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     answer_timeout_s: float = 3.0  # Feishu's deadline for the 200
@@ -116,6 +116,7 @@ class FakeFeishu:
         token_ttl_s: float = 7200.0,
         event_url: str | None = None,
     ) -> None:
+        super().__init__()
         self.app_id = app_id
         self.app_secret = app_secret
         self.verification_token = verification_token
@@ -136,60 +137,17 @@ class FakeFeishu:
         self._messages: dict[str, _Message] = {}
         self._uuids: dict[str, tuple[float, dict[str, Any]]] = {}
         self._failures: dict[str, deque[FeishuApiError]] = {}
-        self._server: BackgroundServer | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._sent_changed = asyncio.Event()
-        self._closed = False
         self.app = self._build_app()
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._closed = False
-        self._client = httpx.AsyncClient(timeout=self.answer_timeout_s)
-        self._server = BackgroundServer(self.app, host, port)
-        await self._server.start()
-
-    async def stop(self) -> None:
-        self._closed = True
-        self._notify()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._server is not None:
-            await self._server.stop()
-            self._server = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
     @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeFeishu is not started")
-        return self._server.url
+    def client_timeout_s(self) -> float:
+        return self.answer_timeout_s
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a coroutine on the fake's loop, whether called from that loop or from another thread."""
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        loop = self._loop or running
-        if loop is None:
-            coro.close()
-            raise RuntimeError("FakeFeishu is not started")
-        if running is loop:
-            task = loop.create_task(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            loop.call_soon_threadsafe(self._spawn, coro)
+    def _wake_waiters(self) -> None:
+        self._notify()
 
     # ------------------------------------------------------------------ the developer console
 

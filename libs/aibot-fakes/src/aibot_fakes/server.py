@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -94,3 +95,75 @@ class BackgroundServer:
         if self._task is None:
             raise RuntimeError("server not started")
         await asyncio.shield(self._task)
+
+
+class PlatformFake:
+    """What the fake platforms share: their HTTP server in the current loop, an HTTP client for the
+    calls a platform makes to the product (webhook deliveries, events), and background tasks that
+    end with the fake."""
+
+    app: Any
+
+    def __init__(self) -> None:
+        self._server: BackgroundServer | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    @property
+    def client_timeout_s(self) -> float:
+        """How long the platform waits for the product to answer one of its calls."""
+        return 10.0
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._closed = False
+        self._client = httpx.AsyncClient(timeout=self.client_timeout_s)
+        self._server = BackgroundServer(self.app, host, port)
+        await self._server.start()
+
+    def _wake_waiters(self) -> None:
+        """Release whatever waits on the fake (long polls) so stop() does not hang on it."""
+
+    async def stop(self) -> None:
+        self._closed = True
+        self._wake_waiters()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        return self._server.url
+
+    @property
+    def server(self) -> BackgroundServer | None:
+        return self._server
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine on the fake's loop, whether called from that loop or from another thread."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        loop = self._loop or running
+        if loop is None:
+            coro.close()
+            raise RuntimeError(f"{type(self).__name__} is not started")
+        if running is loop:
+            task = loop.create_task(coro)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            loop.call_soon_threadsafe(self._spawn, coro)

@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from aibot_fakes.server import BackgroundServer
+from aibot_fakes.server import PlatformFake
 from aibot_fakes.telegram_control import add_control_routes
 from aibot_fakes.telegram_markup import EntityParseError, detect_entities, format_text, utf16_len
 from aibot_fakes.telegram_params import ApiError, bad_request, coerce_params, read_params, require_int
@@ -81,7 +81,7 @@ def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
     return {k: f"<{len(v)} bytes>" if isinstance(v, bytes) else v for k, v in params.items()}
 
 
-class FakeTelegram:
+class FakeTelegram(PlatformFake):
     # Telegram publishes no redelivery schedule (it keeps an update up to 24 h); this one is quick enough
     # for tests, still backs off, and lasts about a minute so a receiver that restarts does not lose updates.
     redelivery_delays: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0, 5.0)
@@ -96,6 +96,7 @@ class FakeTelegram:
         bot_first_name: str = "AI Bot",
         strict_chats: bool = False,
     ) -> None:
+        super().__init__()
         bot_id, sep, _ = token.partition(":")
         if not sep or not bot_id.isdigit():
             raise ValueError("a bot token looks like '<bot id>:<secret>'")
@@ -114,12 +115,6 @@ class FakeTelegram:
         self.undelivered: list[dict[str, Any]] = []  # webhook updates given up on after max_delivery_attempts
         self.webhook: dict[str, Any] | None = None
         self.commands: list[dict[str, Any]] = []
-
-        self._server: BackgroundServer | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._closed = False
 
         self._update_id = 100_000_000
         self._pending: OrderedDict[int, dict[str, Any]] = OrderedDict()
@@ -165,55 +160,13 @@ class FakeTelegram:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._closed = False
-        self._client = httpx.AsyncClient(timeout=self.webhook_timeout_s)
-        self._server = BackgroundServer(self.app, host, port)
-        await self._server.start()
+    @property
+    def client_timeout_s(self) -> float:
+        return self.webhook_timeout_s
 
-    async def stop(self) -> None:
-        self._closed = True
+    def _wake_waiters(self) -> None:
         self._wake_pollers()
         self._sent_changed.set()  # ends long polls of GET /_fake/sent
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._server is not None:
-            await self._server.stop()
-            self._server = None
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeTelegram is not started")
-        return self._server.url
-
-    @property
-    def server(self) -> BackgroundServer | None:
-        return self._server
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run a coroutine on the fake's loop, whether called from that loop or from another thread."""
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        loop = self._loop or running
-        if loop is None:
-            coro.close()
-            raise RuntimeError("FakeTelegram is not started")
-        if running is loop:
-            task = loop.create_task(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        else:
-            loop.call_soon_threadsafe(self._spawn, coro)
 
     # ------------------------------------------------------------------ simulated users
 
