@@ -205,3 +205,23 @@ async def test_permanent_send_errors_go_to_dead_letters_with_the_reason(pipeline
     assert pipeline.telegram.sent_to(1971) == []
     pipeline.telegram.user_sends_text(1972, "next user")  # the sender keeps going
     await pipeline.telegram.wait_for_sent(1, chat_id=1972)
+
+
+async def test_an_edited_message_is_answered_again(pipeline: Pipeline) -> None:
+    original = pipeline.telegram.user_sends_text(1981, "what is 2+2")
+    await pipeline.telegram.wait_for_sent(1, chat_id=1981)
+    pipeline.telegram.user_edits_text(1981, original["message"]["message_id"], "what is 3+3")
+    sent = await pipeline.telegram.wait_for_sent(2, chat_id=1981)
+    assert sent[1]["text"] == "Echo: what is 3+3"
+
+
+async def test_a_button_press_is_acknowledged_and_answered(pipeline: Pipeline) -> None:
+    update = pipeline.telegram.user_presses_button(1991, 12345, "tell me more")
+    (sent,) = await pipeline.telegram.wait_for_sent(1, chat_id=1991)
+    assert sent["text"] == "Echo: tell me more"
+    query_id = update["callback_query"]["id"]
+    for _ in range(50):  # the spinner on the user's button stops once the query is answered
+        if any(str(a.get("callback_query_id")) == query_id for a in pipeline.telegram.callback_answers):
+            break
+        await asyncio.sleep(0.1)
+    assert any(str(a.get("callback_query_id")) == query_id for a in pipeline.telegram.callback_answers)
