@@ -36,6 +36,8 @@ from aibot_common.kafka import OutRecord, dead_letter, header, send_all
 
 log = logging.getLogger(__name__)
 
+MAX_THROTTLED_WAITS = 100  # a bound all the same: a server that only ever says "later" is a failure
+
 
 class Retryable(Exception):
     """Slow down and try again: a timeout, a 429, a 5xx."""
@@ -267,6 +269,7 @@ class StageRunner:
 
     async def _attempt(self, record: Consumed) -> None:
         attempt = 0
+        throttled = 0
         while True:
             attempt += 1
             try:
@@ -277,6 +280,14 @@ class StageRunner:
                 raise
             except Retryable as exc:
                 telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(exc).__name__).inc()
+                if exc.retry_after is not None and throttled < MAX_THROTTLED_WAITS:
+                    # "Slow down, come back in N s" (a 429) is back-pressure, not failure: it does not use
+                    # up the attempts, or a burst over a platform's flood limit would lose replies.
+                    throttled += 1
+                    attempt -= 1
+                    log.warning("throttled on %s record, waiting %.1fs: %s", record.topic, exc.retry_after, exc)
+                    await asyncio.sleep(exc.retry_after)
+                    continue
                 if attempt >= self._attempts:
                     await self._dead_letter(record, exc, f"gave up after {attempt} attempts: {exc}")
                     return
