@@ -47,6 +47,7 @@ from lark_oapi.core.token.create_self_tenant_token_request import (
     CreateSelfTenantTokenRequestBuilder,
 )
 from lark_oapi.core.token.create_token_request_body import CreateTokenRequestBody
+from opentelemetry.trace import SpanKind
 
 from aibot_common import telemetry
 from aibot_common.runner import InvalidMessage, Retryable
@@ -289,7 +290,9 @@ class FeishuClient:
             option = RequestOption.builder().tenant_access_token(token).build()
             verify(self._sdk, request, option)  # selects the tenant token we hand in; no I/O
             try:
-                raw: RawResponse = await Transport.aexecute(self._sdk, request, option)
+                # A CLIENT span per API call, as for Telegram's sendMessage: a trace shows each call.
+                with telemetry.span(f"feishu {method}", kind=SpanKind.CLIENT, **{"rpc.method": method}):
+                    raw: RawResponse = await Transport.aexecute(self._sdk, request, option)
             except httpx.TimeoutException as exc:
                 _count(method, "timeout")
                 raise FeishuRetryable(f"feishu {method}: timed out") from exc
