@@ -18,6 +18,7 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aibot_common import telemetry
+from aibot_common.kafka import ensure_topics, make_producer
 from aibot_common.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,23 @@ class KafkaHealth:
             except Exception as exc:
                 log.warning("kafka metadata request failed: %s", exc)
             await asyncio.sleep(self._interval_s)
+
+
+@asynccontextmanager
+async def kafka_producer(settings: Settings, client_id: str) -> AsyncIterator[tuple[AIOKafkaProducer, KafkaHealth]]:
+    """The start-up every service shares: the topics present, an acks=all producer, and the Kafka
+    health that /readyz reads; stopped in reverse on the way out."""
+    if settings.kafka.create_topics:
+        await ensure_topics(settings.kafka)
+    producer = make_producer(settings.kafka, client_id)
+    await producer.start()
+    health = KafkaHealth(producer)
+    health.start()
+    try:
+        yield producer, health
+    finally:
+        await health.stop()
+        await producer.stop()
 
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]

@@ -20,10 +20,10 @@ from aibot_asr_worker.handler import AsrDeps, handle
 from aibot_asr_worker.model import ModelPlan, load_model, plan_model
 from aibot_asr_worker.transcriber import BatchedTranscriber, PooledTranscriber, Transcriber
 from aibot_common.envelope import Envelope, Kind, Platform
-from aibot_common.kafka import OutRecord, ensure_topics, make_producer, send_all
+from aibot_common.kafka import OutRecord, send_all
 from aibot_common.platforms.telegram import bot_token, make_bot
 from aibot_common.runner import Consumed, InvalidMessage, Process
-from aibot_common.service import KafkaHealth, create_service_app
+from aibot_common.service import create_service_app, kafka_producer
 from aibot_common.settings import AsrSettings, Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.topics import ASR_REQUESTS, GROUP_ASR, INBOUND, REPLIES, Topic
@@ -104,14 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if settings.kafka.create_topics:
-            await ensure_topics(settings.kafka)
-        producer = make_producer(settings.kafka, "aibot-asr-worker")
-        await producer.start()
-        health = KafkaHealth(producer)
-        health.start()
         try:
-            async with AsyncExitStack() as stack:
+            async with kafka_producer(settings, "aibot-asr-worker") as (producer, health), AsyncExitStack() as stack:
                 deps = AsrDeps(await make_fetchers(settings, stack), transcriber, settings.asr)
                 stage = Stage(
                     name="asr-worker",
@@ -125,7 +119,5 @@ def create_app(settings: Settings) -> FastAPI:
                     yield
         finally:
             transcriber.close()
-            await health.stop()
-            await producer.stop()
 
     return create_service_app("asr-worker", lifespan, status.ready)

@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 
-from aibot_common.kafka import OutRecord, ensure_topics, make_producer
+from aibot_common.kafka import OutRecord
 from aibot_common.runner import Consumed, Process
-from aibot_common.service import KafkaHealth, create_service_app
+from aibot_common.service import create_service_app, kafka_producer
 from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.state import ChangelogTable
@@ -45,33 +45,26 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if settings.kafka.create_topics:
-            await ensure_topics(settings.kafka)
-        producer = make_producer(settings.kafka, "aibot-core-llm")
         table = ChangelogTable(CORE_CONVERSATIONS, settings.kafka, "aibot-core-llm")
         # Keep as many idle connections as calls can be in flight: closing the surplus after a burst
         # and reconnecting (TLS, against a real provider) for the next one showed up in profiles.
         in_flight = settings.core.max_in_flight
         limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-        await producer.start()
-        health = KafkaHealth(producer)
-        health.start()
-        try:
-            async with httpx.AsyncClient(limits=limits) as http:
-                model = OpenAICompatibleModel(model_config, http)
-                stage = Stage(
-                    name="core-llm",
-                    group_id=GROUP_CORE,
-                    topics=[INBOUND.name],
-                    process=make_process(table, model, settings),
-                    max_in_flight=settings.core.max_in_flight,
-                    table=table,
-                )
-                async with running_stages(settings, producer, [stage], "core-llm") as runners:
-                    status.health, status.runners = health, runners
-                    yield
-        finally:
-            await health.stop()
-            await producer.stop()
+        async with (
+            kafka_producer(settings, "aibot-core-llm") as (producer, health),
+            httpx.AsyncClient(limits=limits) as http,
+        ):
+            model = OpenAICompatibleModel(model_config, http)
+            stage = Stage(
+                name="core-llm",
+                group_id=GROUP_CORE,
+                topics=[INBOUND.name],
+                process=make_process(table, model, settings),
+                max_in_flight=settings.core.max_in_flight,
+                table=table,
+            )
+            async with running_stages(settings, producer, [stage], "core-llm") as runners:
+                status.health, status.runners = health, runners
+                yield
 
     return create_service_app("core-llm", lifespan, status.ready)

@@ -24,10 +24,11 @@ from fastapi.responses import JSONResponse
 
 from aibot_common import telemetry
 from aibot_common.envelope import Envelope, Platform
-from aibot_common.kafka import ensure_topics, make_producer, send_all
+from aibot_common.kafka import send_all
 from aibot_common.platforms.feishu import FeishuClient, FeishuRejected, FeishuRetryable
-from aibot_common.service import KafkaHealth, background, create_service_app
+from aibot_common.service import background, create_service_app, kafka_producer
 from aibot_common.settings import ConfigError, FeishuConfig, Settings
+from aibot_common.stages import ServiceStatus
 from aibot_ingress_feishu.handler import BotIdentity, MalformedEvent, event_id, event_to_records
 from aibot_ingress_feishu.security import Credentials, Refused, open_callback
 
@@ -131,30 +132,19 @@ def create_app(settings: Settings) -> FastAPI:
             "in the developer console and in feishu.encrypt_key"
         )
     state: dict[str, object] = {}
+    status = ServiceStatus()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if settings.kafka.create_topics:
-            await ensure_topics(settings.kafka)
-        producer = make_producer(settings.kafka, "aibot-ingress-feishu")
-        await producer.start()
-        health = KafkaHealth(producer)
-        health.start()
-        ingress = Ingress(config, producer, BotIdentity(open_id=config.bot_open_id, name=config.bot_name))
-        tasks = [] if config.bot_open_id else [find_bot_identity(config, ingress)]
-        state.update(ingress=ingress, health=health)
-        try:
+        async with kafka_producer(settings, "aibot-ingress-feishu") as (producer, health):
+            ingress = Ingress(config, producer, BotIdentity(open_id=config.bot_open_id, name=config.bot_name))
+            tasks = [] if config.bot_open_id else [find_bot_identity(config, ingress)]
+            state["ingress"] = ingress
+            status.health = health
             async with background(*tasks, name="ingress-feishu"):
                 yield
-        finally:
-            await health.stop()
-            await producer.stop()
 
-    def ready() -> bool:
-        health = state.get("health")
-        return isinstance(health, KafkaHealth) and health.ok
-
-    app = create_service_app("ingress-feishu", lifespan, ready)
+    app = create_service_app("ingress-feishu", lifespan, status.ready)
 
     def refused(request: Request, status: int, reason: str) -> Response:
         outcome = "unauthorized" if status == 401 else "malformed"

@@ -21,10 +21,11 @@ from telegram.error import Conflict, TelegramError
 
 from aibot_common import telemetry
 from aibot_common.envelope import Platform
-from aibot_common.kafka import ensure_topics, make_consumer, make_producer, send_all
+from aibot_common.kafka import make_consumer, send_all
 from aibot_common.platforms.telegram import bot_id, bot_token, make_bot
-from aibot_common.service import KafkaHealth, background, create_service_app
+from aibot_common.service import background, create_service_app, kafka_producer
 from aibot_common.settings import Settings
+from aibot_common.stages import ServiceStatus
 from aibot_common.topics import GROUP_TELEGRAM_POLLER, TELEGRAM_POLLER_LEASE
 from aibot_ingress_telegram.handler import BotIdentity, update_to_records
 
@@ -131,36 +132,27 @@ def create_app(settings: Settings) -> FastAPI:
     config = settings.telegram
     bot_token(config)  # fail fast, before start-up, when the token is missing
     state: dict[str, object] = {}
+    status = ServiceStatus()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        producer = make_producer(settings.kafka, "aibot-ingress-telegram")
         bot = make_bot(config)
-        ingress = Ingress(settings, producer, bot)
-        if settings.kafka.create_topics:
-            await ensure_topics(settings.kafka)
-        await producer.start()
-        health = KafkaHealth(producer)
-        health.start()
-        await bot.initialize()  # getMe: also proves the token works
-        ingress.identity = BotIdentity(id=bot_id(config), username=bot.username)
-        state.update(ingress=ingress, health=health)
-        tasks = [ingress.poll()] if config.mode == "polling" else []
-        if config.mode == "webhook":
-            await ingress.register_webhook()
-        try:
-            async with background(*tasks, name="ingress-telegram"):
-                yield
-        finally:
-            await health.stop()
-            await producer.stop()
-            await bot.shutdown()
+        async with kafka_producer(settings, "aibot-ingress-telegram") as (producer, health):
+            ingress = Ingress(settings, producer, bot)
+            await bot.initialize()  # getMe: also proves the token works
+            ingress.identity = BotIdentity(id=bot_id(config), username=bot.username)
+            state["ingress"] = ingress
+            status.health = health
+            tasks = [ingress.poll()] if config.mode == "polling" else []
+            if config.mode == "webhook":
+                await ingress.register_webhook()
+            try:
+                async with background(*tasks, name="ingress-telegram"):
+                    yield
+            finally:
+                await bot.shutdown()
 
-    def ready() -> bool:
-        health = state.get("health")
-        return isinstance(health, KafkaHealth) and health.ok
-
-    app = create_service_app("ingress-telegram", lifespan, ready)
+    app = create_service_app("ingress-telegram", lifespan, status.ready)
     expected_secret = config.webhook.secret_token.get_secret_value().encode() if config.webhook.secret_token else None
 
     @app.post(config.webhook.path)

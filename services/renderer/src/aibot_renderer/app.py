@@ -14,10 +14,10 @@ from fastapi import FastAPI
 
 from aibot_common import telemetry
 from aibot_common.envelope import Platform
-from aibot_common.kafka import OutRecord, ensure_topics, make_producer
+from aibot_common.kafka import OutRecord
 from aibot_common.platforms.telegram import bot_token, make_bot
 from aibot_common.runner import Consumed, Process
-from aibot_common.service import KafkaHealth, create_service_app
+from aibot_common.service import create_service_app, kafka_producer
 from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.state import ChangelogTable
@@ -90,42 +90,32 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if settings.kafka.create_topics:
-            await ensure_topics(settings.kafka)
-        producer = make_producer(settings.kafka, "aibot-renderer")
-        await producer.start()
-        health = KafkaHealth(producer)
-        health.start()
-        try:
-            async with AsyncExitStack() as stack:
-                senders = await make_senders(settings, stack)
-                stages = [
+        async with kafka_producer(settings, "aibot-renderer") as (producer, health), AsyncExitStack() as stack:
+            senders = await make_senders(settings, stack)
+            stages = [
+                Stage(
+                    name="response-processor",
+                    group_id=GROUP_RESPONSE_PROCESSOR,
+                    topics=[REPLIES.name],
+                    process=make_processor(settings),
+                    max_in_flight=settings.renderer.max_in_flight,
+                )
+            ]
+            for platform, sender in senders.items():
+                delivered = ChangelogTable(RENDERER_DELIVERED, settings.kafka, f"aibot-renderer-{platform.value}")
+                stages.append(
                     Stage(
-                        name="response-processor",
-                        group_id=GROUP_RESPONSE_PROCESSOR,
-                        topics=[REPLIES.name],
-                        process=make_processor(settings),
+                        name=f"sender-{platform.value}",
+                        group_id=GROUP_SENDER[platform],
+                        topics=[OUTBOUND_BY_PLATFORM[platform].name],
+                        process=make_sender(platform, sender, delivered),
                         max_in_flight=settings.renderer.max_in_flight,
+                        attempts=settings.renderer.send_attempts,
+                        table=delivered,
                     )
-                ]
-                for platform, sender in senders.items():
-                    delivered = ChangelogTable(RENDERER_DELIVERED, settings.kafka, f"aibot-renderer-{platform.value}")
-                    stages.append(
-                        Stage(
-                            name=f"sender-{platform.value}",
-                            group_id=GROUP_SENDER[platform],
-                            topics=[OUTBOUND_BY_PLATFORM[platform].name],
-                            process=make_sender(platform, sender, delivered),
-                            max_in_flight=settings.renderer.max_in_flight,
-                            attempts=settings.renderer.send_attempts,
-                            table=delivered,
-                        )
-                    )
-                async with running_stages(settings, producer, stages, "renderer") as runners:
-                    status.health, status.runners = health, runners
-                    yield
-        finally:
-            await health.stop()
-            await producer.stop()
+                )
+            async with running_stages(settings, producer, stages, "renderer") as runners:
+                status.health, status.runners = health, runners
+                yield
 
     return create_service_app("renderer", lifespan, status.ready)
