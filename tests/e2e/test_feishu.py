@@ -7,16 +7,14 @@ import asyncio
 import json
 
 import pytest
-from aiokafka import TopicPartition
-from pydantic import ValidationError
 
-from aibot_common.envelope import Envelope
-from aibot_common.kafka import make_consumer, make_producer, send_all
+from aibot_common.kafka import make_producer, publish
 from aibot_common.settings import KafkaSettings
 from aibot_common.topics import INBOUND
 from aibot_fakes.feishu import FakeFeishu
-from aibot_ingress_feishu.handler import BotIdentity, event_to_records
+from aibot_ingress_feishu.handler import BotIdentity, handle_event
 from tests.e2e.conftest import Pipeline
+from tests.kafka_helpers import envelope_id, read_topic
 from tests.voice_samples import EXPECTED_WORDS, missing_tools, speech_ogg, words
 
 pytestmark = pytest.mark.e2e
@@ -33,30 +31,9 @@ def _message_id(event: dict) -> str:
     return event["event"]["message"]["message_id"]
 
 
-def _envelope_id(raw: bytes) -> str | None:
-    try:
-        return Envelope.from_bytes(raw).id
-    except ValidationError:
-        return None  # not an envelope: another test puts a malformed record on the topic on purpose
-
-
 async def _inbound_ids(bootstrap: str) -> list[str]:
     """The envelope ids on the inbound topic, read from its beginning."""
-    consumer = make_consumer(KafkaSettings(bootstrap_servers=bootstrap), None, "e2e-feishu-inbound")
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(INBOUND.name, p) for p in consumer.partitions_for_topic(INBOUND.name) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning()
-        ids, idle = [], 0
-        while idle < 3:
-            batches = await consumer.getmany(timeout_ms=300)
-            records = [m for messages in batches.values() for m in messages]
-            ids += [envelope_id for m in records if (envelope_id := _envelope_id(m.value))]
-            idle = idle + 1 if not records else 0
-        return ids
-    finally:
-        await consumer.stop()
+    return [i for m in await read_topic(bootstrap, INBOUND.name) if (i := envelope_id(m))]
 
 
 async def test_a_private_message_gets_one_reply_to_it(pipeline: Pipeline) -> None:
@@ -95,7 +72,7 @@ async def test_the_same_event_delivered_three_times_is_answered_once(pipeline: P
     producer = make_producer(KafkaSettings(bootstrap_servers=pipeline.bootstrap), "e2e-other-replica")
     await producer.start()
     try:
-        await send_all(producer, event_to_records(event, BotIdentity(open_id=feishu.bot_open_id)))
+        await publish(producer, handle_event(event, BotIdentity(open_id=feishu.bot_open_id)).emit, timeout_s=10)
     finally:
         await producer.stop()
     await asyncio.sleep(QUIET_S)

@@ -7,33 +7,16 @@ import json
 from collections import Counter
 
 import pytest
-from aiokafka import TopicPartition
 
-from aibot_common.kafka import make_consumer
-from aibot_common.settings import KafkaSettings
 from aibot_common.topics import DEAD_LETTERS, INBOUND
 from tests.e2e.conftest import WEBHOOK_SECRET, Pipeline
+from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.e2e
 
 
 async def _inbound_count(bootstrap: str) -> int:
-    """Records in the inbound topic, counted by reading them (exact on any broker)."""
-    consumer = make_consumer(KafkaSettings(bootstrap_servers=bootstrap), None, "e2e-count")
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(INBOUND.name, p) for p in consumer.partitions_for_topic(INBOUND.name) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning()
-        count, idle = 0, 0
-        while idle < 3:
-            batches = await consumer.getmany(timeout_ms=300)
-            got = sum(len(m) for m in batches.values())
-            count += got
-            idle = idle + 1 if got == 0 else 0
-        return count
-    finally:
-        await consumer.stop()
+    return len(await read_topic(bootstrap, INBOUND.name))
 
 
 async def test_twenty_messages_in_one_chat_get_twenty_replies_in_order(pipeline: Pipeline) -> None:
@@ -143,23 +126,7 @@ async def test_rate_limited_sends_are_retried_after_retry_after(pipeline: Pipeli
 
 
 async def _dead_letters_for(bootstrap: str, key: str) -> list:
-    consumer = make_consumer(KafkaSettings(bootstrap_servers=bootstrap), None, "e2e-dlq")
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(DEAD_LETTERS.name, p) for p in consumer.partitions_for_topic(DEAD_LETTERS.name) or ()
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning()
-        found, idle = [], 0
-        while idle < 3:
-            batches = await consumer.getmany(timeout_ms=300)
-            records = [m for batch in batches.values() for m in batch]
-            found += [m for m in records if m.key == key.encode()]
-            idle = idle + 1 if not records else 0
-        return found
-    finally:
-        await consumer.stop()
+    return [m for m in await read_topic(bootstrap, DEAD_LETTERS.name) if m.key == key.encode()]
 
 
 async def test_webhook_was_registered_with_the_configured_options(pipeline: Pipeline) -> None:

@@ -4,18 +4,15 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
-from aiokafka import TopicPartition
-from pydantic import ValidationError
 
 from aibot_asr_worker.handler import UNREADABLE_TEXT
-from aibot_common.envelope import Envelope
-from aibot_common.kafka import header, make_consumer
-from aibot_common.settings import KafkaSettings
+from aibot_common.kafka import header
 from aibot_common.topics import ASR_REQUESTS, DEAD_LETTERS
 from tests.e2e.conftest import Pipeline
+from tests.kafka_helpers import envelope_id as id_of
+from tests.kafka_helpers import read_topic
 from tests.voice_samples import EXPECTED_WORDS, missing_tools, skip_reason, speech_ogg, words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(missing_tools()), reason=skip_reason())]
@@ -26,26 +23,14 @@ FIRST_VOICE_TIMEOUT_S = 90
 
 async def _dead_letters(bootstrap: str, wanted: set[str], timeout: float = 20) -> dict[str, dict[str, str]]:
     """The dead-letter headers of the requests with these ids, read from the topic's beginning."""
-    consumer = make_consumer(KafkaSettings(bootstrap_servers=bootstrap), None, "e2e-dead-letters")
-    await consumer.start()
-    found: dict[str, dict[str, str]] = {}
-    try:
-        partitions = consumer.partitions_for_topic(DEAD_LETTERS.name) or set()
-        consumer.assign([TopicPartition(DEAD_LETTERS.name, p) for p in partitions])
-        await consumer.seek_to_beginning()
-        deadline = time.monotonic() + timeout
-        while not wanted <= found.keys() and time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=300)).values():
-                for message in messages:
-                    try:
-                        envelope_id = Envelope.from_bytes(message.value).id
-                    except ValidationError:
-                        continue  # a dead letter may be anything (other tests send non-envelopes)
-                    if envelope_id in wanted:
-                        found[envelope_id] = {k: header(message.headers, k) or "" for k, _ in message.headers}
-        return found
-    finally:
-        await consumer.stop()
+
+    def found(records: list) -> dict[str, dict[str, str]]:
+        return {id_of(m): {k: header(m.headers, k) or "" for k, _ in m.headers} for m in records if id_of(m) in wanted}
+
+    records = await read_topic(
+        bootstrap, DEAD_LETTERS.name, until=lambda r: wanted <= found(r).keys(), timeout_s=timeout
+    )
+    return found(records)
 
 
 def request_id(pipeline: Pipeline, update: dict) -> str:

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
+from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from aibot_common.envelope import Conversation, Envelope, Kind, Platform, TextPart
+from aibot_common.errors import InvalidMessage
 from aibot_common.kafka import OutRecord, ensure_topics, make_consumer, make_producer, send_all
-from aibot_common.runner import Consumed, InvalidMessage, StageRunner
+from aibot_common.outcome import Handler, Outcome
+from aibot_common.runner import StageRunner
 from aibot_common.settings import KafkaSettings
-from aibot_common.state import ChangelogTable
+from aibot_common.state import TOMBSTONE, ChangelogTable
 from aibot_common.topics import DEAD_LETTERS, Topic
+from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -33,21 +37,25 @@ def _envelope(chat: int, seq: int) -> Envelope:
 
 
 async def _read_all(kafka: KafkaSettings, topic: str, expected: int, timeout: float = 20) -> list:
-    consumer = make_consumer(kafka, None, "test-reader")
+    return await read_topic(kafka.bootstrap_servers, topic, until=lambda r: len(r) >= expected, timeout_s=timeout)
+
+
+async def _start_runner(
+    kafka: KafkaSettings, producer: AIOKafkaProducer, source: Topic, sink: Topic, handler: Handler, group: str
+) -> tuple[StageRunner, AIOKafkaConsumer, asyncio.Task[None]]:
+    """A runner of `handler` from `source`, emitting everything to `sink`, running in the background."""
+    consumer = make_consumer(kafka, group, "test")
     await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        await consumer.seek_to_beginning()
-        out: list = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(out) < expected and asyncio.get_running_loop().time() < deadline:
-            batches = await consumer.getmany(timeout_ms=200)
-            for messages in batches.values():
-                out.extend(messages)
-        return out
-    finally:
-        await consumer.stop()
+    runner = StageRunner(
+        stage="test",
+        consumer=consumer,
+        producer=producer,
+        topics=[source.name],
+        group_id=group,
+        handler=handler,
+        route=lambda _: sink,
+    )
+    return runner, consumer, asyncio.create_task(runner.run())
 
 
 async def test_many_keys_concurrently_each_in_order_and_committed(kafka_bootstrap: str, unique: str) -> None:
@@ -62,21 +70,15 @@ async def test_many_keys_concurrently_each_in_order_and_committed(kafka_bootstra
     active = 0
     peak = 0
 
-    async def process(record: Consumed) -> list[OutRecord]:
+    async def handler(envelope: Envelope, state: Any) -> Outcome:
         nonlocal active, peak
         active += 1
         peak = max(peak, active)
         await asyncio.sleep(random.uniform(0.05, 0.15))  # a slow call, like an LLM's
         active -= 1
-        return [OutRecord.of(sink, record.envelope)]
+        return Outcome(emit=[envelope])
 
-    group = f"g-{unique}"
-    consumer = make_consumer(kafka, group, "test")
-    await consumer.start()
-    runner = StageRunner(
-        stage="test", consumer=consumer, producer=producer, topics=[source.name], group_id=group, process=process
-    )
-    task = asyncio.create_task(runner.run())
+    runner, consumer, task = await _start_runner(kafka, producer, source, sink, handler, f"g-{unique}")
     out = await _read_all(kafka, sink.name, chats * per_chat)
     await runner.shutdown()
     task.cancel()
@@ -106,18 +108,12 @@ async def test_bad_records_go_to_dead_letters_and_the_stage_keeps_going(kafka_bo
     await send_all(producer, [OutRecord(topic=source.name, key="k", value=b"{not json")])
     await send_all(producer, [OutRecord.of(source, _envelope(1, 7))])
 
-    async def process(record: Consumed) -> list[OutRecord]:
-        if record.envelope.text() == "poison":
+    async def handler(envelope: Envelope, state: Any) -> Outcome:
+        if envelope.text() == "poison":
             raise InvalidMessage("poison")
-        return [OutRecord.of(sink, record.envelope)]
+        return Outcome(emit=[envelope])
 
-    group = f"g-{unique}"
-    consumer = make_consumer(kafka, group, "test")
-    await consumer.start()
-    runner = StageRunner(
-        stage="test", consumer=consumer, producer=producer, topics=[source.name], group_id=group, process=process
-    )
-    task = asyncio.create_task(runner.run())
+    runner, consumer, task = await _start_runner(kafka, producer, source, sink, handler, f"g-{unique}")
     out = await _read_all(kafka, sink.name, 1)
     assert [Envelope.from_bytes(m.value).text() for m in out] == ["7"]
     dlq = [
@@ -144,7 +140,10 @@ async def test_changelog_table_restores_what_was_written(kafka_bootstrap: str, u
     table = ChangelogTable(changelog, kafka, "test")
     records = []
     for i in range(50):
-        records.append(table.put(i % 3, f"key-{i % 7}", {"n": i}))
+        records.append(table.changelog_record(i % 3, f"key-{i % 7}", {"n": i}))
+        table.apply(i % 3, f"key-{i % 7}", {"n": i})
+    records.append(table.changelog_record(1, "key-1", TOMBSTONE))  # a deletion survives the restore
+    table.apply(1, "key-1", TOMBSTONE)
     await send_all(producer, records)
     await producer.stop()
 
@@ -154,3 +153,4 @@ async def test_changelog_table_restores_what_was_written(kafka_bootstrap: str, u
         for key in table.keys(partition):
             assert fresh.get(partition, key) == table.get(partition, key)
     assert fresh.get(0, "key-0") is not None
+    assert fresh.get(1, "key-1") is None and table.get(1, "key-1") is None

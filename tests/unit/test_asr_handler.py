@@ -15,7 +15,7 @@ from aibot_asr_worker.handler import (
 )
 from aibot_asr_worker.transcriber import Transcript, TranscriptionFailed, TranscriptionTimeout
 from aibot_common.envelope import AudioPart, Conversation, Envelope, Kind, Origin, Platform, Sender, TextPart
-from aibot_common.runner import InvalidMessage, Retryable
+from aibot_common.errors import InvalidMessage, Retryable
 from aibot_common.settings import AsrSettings
 from tests.unit.test_asr_audio import tone
 
@@ -57,13 +57,12 @@ def request(duration: float | None = 2, size: int | None = 9000, caption: str | 
         parts.insert(0, TextPart(text=caption))
     return Envelope(
         id="tg-1-100",
-        kind=Kind.MESSAGE,
+        kind=Kind.ASR_REQUEST,
         conversation=Conversation(platform=Platform.TELEGRAM, chat_id="42"),
         sender=Sender(id="42", display_name="Ada"),
         parts=parts,
         reply_to_message_id="7",
         meta={"message_id": "7"},
-        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
     )
 
 
@@ -75,7 +74,7 @@ async def test_the_transcript_becomes_a_voice_message_for_core_derived_from_the_
     fetcher, transcriber = Fetcher(tone(1.5)), ScriptedTranscriber("what is the weather")
     original = request()
     outcome = await handle(original, deps(fetcher, transcriber))
-    (message,) = outcome.outputs
+    (message,) = outcome.emit
     assert outcome.dead_letter is None
     assert message.kind is Kind.MESSAGE and message.origin is Origin.VOICE
     assert message.text() == "what is the weather"
@@ -83,7 +82,7 @@ async def test_the_transcript_becomes_a_voice_message_for_core_derived_from_the_
     assert message.causation_id == original.id
     assert message.key == original.key and message.conversation == original.conversation
     assert message.reply_to_message_id == "7" and message.meta == {"message_id": "7"}
-    assert message.sender == original.sender and message.traceparent == original.traceparent
+    assert message.sender == original.sender
     assert not any(isinstance(p, AudioPart) for p in message.parts)
     assert fetcher.calls == ["voice-1"]
     assert transcriber.seen[0].size == pytest.approx(1.5 * 16_000, rel=0.02)
@@ -91,7 +90,7 @@ async def test_the_transcript_becomes_a_voice_message_for_core_derived_from_the_
 
 async def test_a_caption_stays_ahead_of_the_transcript() -> None:
     outcome = await handle(request(caption="note to self"), deps(Fetcher(tone(1.0)), ScriptedTranscriber("buy milk")))
-    assert outcome.outputs[0].text() == "note to self\nbuy milk"
+    assert outcome.emit[0].text() == "note to self\nbuy milk"
 
 
 @pytest.mark.parametrize(
@@ -101,7 +100,7 @@ async def test_a_caption_stays_ahead_of_the_transcript() -> None:
 async def test_declared_limits_are_checked_before_downloading(duration: float, size: int, says: str) -> None:
     fetcher = Fetcher(tone(1.0))
     outcome = await handle(request(duration=duration, size=size), deps(fetcher))
-    (reply,) = outcome.outputs
+    (reply,) = outcome.emit
     assert reply.kind is Kind.REPLY and says in reply.text()
     assert reply.reply_to_message_id == "7" and reply.causation_id == "tg-1-100"
     assert outcome.dead_letter is None  # nothing wrong with the record: no dead letter
@@ -112,13 +111,13 @@ async def test_audio_longer_than_declared_gets_the_limit_reply_after_decoding() 
     settings = SETTINGS.model_copy(update={"max_duration_s": 1.0})
     transcriber = ScriptedTranscriber()
     outcome = await handle(request(duration=0.5), deps(Fetcher(tone(2.0)), transcriber, settings))
-    assert "too long: I can transcribe up to 1 second." in outcome.outputs[0].text()
+    assert "too long: I can transcribe up to 1 second." in outcome.emit[0].text()
     assert outcome.dead_letter is None and transcriber.seen == []
 
 
 async def test_a_file_found_too_big_while_downloading_gets_the_limit_reply() -> None:
     outcome = await handle(request(size=None), deps(Fetcher(AudioTooBig(5_000_000, 1024 * 1024))))
-    assert "too big" in outcome.outputs[0].text() and outcome.dead_letter is None
+    assert "too big" in outcome.emit[0].text() and outcome.dead_letter is None
 
 
 @pytest.mark.parametrize(
@@ -133,7 +132,7 @@ async def test_a_file_found_too_big_while_downloading_gets_the_limit_reply() -> 
 async def test_unusable_audio_gets_a_clear_reply_and_a_dead_letter(answer: bytes | Exception, reason: str) -> None:
     transcriber = ScriptedTranscriber()
     outcome = await handle(request(), deps(Fetcher(answer), transcriber))
-    (reply,) = outcome.outputs
+    (reply,) = outcome.emit
     assert reply.kind is Kind.REPLY and reply.text() == UNREADABLE_TEXT
     assert reply.text().startswith("Sorry, I could not understand the audio")
     assert outcome.dead_letter is not None and reason in outcome.dead_letter
@@ -149,13 +148,13 @@ async def test_unusable_audio_gets_a_clear_reply_and_a_dead_letter(answer: bytes
 )
 async def test_a_failed_transcription_gets_a_reply_and_a_dead_letter(error: Exception, text: str) -> None:
     outcome = await handle(request(), deps(Fetcher(tone(1.0)), ScriptedTranscriber(error)))
-    assert outcome.outputs[0].text() == text
+    assert outcome.emit[0].text() == text
     assert outcome.dead_letter is not None and str(error) in outcome.dead_letter
 
 
 async def test_no_words_heard_gets_a_reply_but_no_dead_letter() -> None:
     outcome = await handle(request(), deps(Fetcher(tone(1.0)), ScriptedTranscriber("")))
-    assert outcome.outputs[0].text() == NO_SPEECH_TEXT and outcome.dead_letter is None
+    assert outcome.emit[0].text() == NO_SPEECH_TEXT and outcome.dead_letter is None
 
 
 async def test_transient_platform_failures_are_left_to_the_runner_to_retry() -> None:

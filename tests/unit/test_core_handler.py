@@ -41,7 +41,7 @@ def message(text: str, n: int = 1, **changes: object) -> Envelope:
 async def test_an_answer_becomes_a_reply_and_history() -> None:
     model = ScriptedModel("Paris.")
     outcome = await handle(message("capital of France?"), ConversationState(), model, SETTINGS)
-    (reply,) = outcome.replies
+    (reply,) = outcome.emit
     assert reply.kind is Kind.REPLY and reply.text() == "Paris."
     assert reply.reply_to_message_id == "1" and reply.causation_id == "tg-1-1"
     assert model.calls[0] == [
@@ -64,15 +64,15 @@ async def test_a_redelivered_message_is_answered_once_the_same_way() -> None:
     again = await handle(message("hi"), first.state, model, SETTINGS)
     assert len(model.calls) == 1
     assert again.state is None
-    assert [r.id for r in again.replies] == [r.id for r in first.replies]
-    assert again.replies[0].text() == "first answer"
+    assert [r.id for r in again.emit] == [r.id for r in first.emit]
+    assert again.emit[0].text() == "first answer"
 
 
 async def test_reset_forgets_history_but_not_dedupe() -> None:
     model = ScriptedModel("x")
     first = await handle(message("remember me", 1), ConversationState(), model, SETTINGS)
     reset = await handle(message("/reset", 2), first.state, model, SETTINGS)
-    assert reset.state.turns == [] and "forgotten" in reset.replies[0].text()
+    assert reset.state.turns == [] and "forgotten" in reset.emit[0].text()
     assert reset.state.seen("tg-1-1")
 
 
@@ -80,19 +80,19 @@ async def test_help_and_start_do_not_call_the_model() -> None:
     model = ScriptedModel()
     for command in ("/start", "/help"):
         outcome = await handle(message(command), ConversationState(), model, SETTINGS)
-        assert "/reset" in outcome.replies[0].text()
+        assert "/reset" in outcome.emit[0].text()
     assert model.calls == []
 
 
 async def test_retryable_model_errors_are_retried_then_explained() -> None:
     model = ScriptedModel(LLMError("model endpoint answered 503: busy", retryable=True), "recovered")
     outcome = await handle(message("hello"), ConversationState(), model, SETTINGS)
-    assert outcome.replies[0].text() == "recovered"
+    assert outcome.emit[0].text() == "recovered"
 
     failing = ScriptedModel(*[LLMError("model timed out after 1s", retryable=True)] * 2)
     outcome = await handle(message("hello", 2), ConversationState(), failing, SETTINGS)
-    assert outcome.replies[0].text().startswith("Sorry, I could not get an answer")
-    assert "model timed out" in outcome.replies[0].text()
+    assert outcome.emit[0].text().startswith("Sorry, I could not get an answer")
+    assert "model timed out" in outcome.emit[0].text()
     assert outcome.state.turns == []  # the failed exchange is not history
 
 
@@ -100,19 +100,19 @@ async def test_permanent_model_errors_are_not_retried() -> None:
     model = ScriptedModel(LLMError("model endpoint answered 401: bad key", retryable=False))
     outcome = await handle(message("hello"), ConversationState(), model, SETTINGS)
     assert len(model.calls) == 1
-    assert "Sorry" in outcome.replies[0].text()
+    assert "Sorry" in outcome.emit[0].text()
 
 
 async def test_unsupported_content_gets_a_polite_reply() -> None:
     voice = message("", parts=[AudioPart(file_ref="f")])
     outcome = await handle(voice, ConversationState(), ScriptedModel(), SETTINGS)
-    assert "voice messages" in outcome.replies[0].text()
+    assert "voice messages" in outcome.emit[0].text()
 
 
 async def test_voice_replies_carry_the_transcript() -> None:
     heard = message("what time is it", origin=Origin.VOICE)
     outcome = await handle(heard, ConversationState(), ScriptedModel("noon"), SETTINGS)
-    assert outcome.replies[0].meta["transcript"] == "what time is it"
+    assert outcome.emit[0].meta["transcript"] == "what time is it"
 
 
 def test_history_is_bounded_by_turns_and_tokens() -> None:

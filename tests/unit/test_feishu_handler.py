@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from aibot_common.envelope import AudioPart, ChatType, Platform, TextPart, UnsupportedPart
-from aibot_common.topics import ASR_REQUESTS, INBOUND
+from aibot_common.envelope import AudioPart, ChatType, Kind, Platform, TextPart, UnsupportedPart
+from aibot_common.topics import ASR_REQUESTS, INBOUND, route
 from aibot_ingress_feishu.handler import (
     BotIdentity,
     MalformedEvent,
     event_to_envelope,
-    event_to_records,
     flatten_post,
+    handle_event,
 )
 
 BOT = BotIdentity(open_id="ou_bot", name="AI Bot")
@@ -62,8 +62,8 @@ def _event(
 
 
 def test_a_private_text_becomes_an_inbound_envelope_named_after_the_event() -> None:
-    (record,) = event_to_records(_event(), BOT)
-    assert record.topic == INBOUND.name and record.key == "feishu:oc_chat"
+    (emitted,) = handle_event(_event(), BOT).emit
+    assert route(emitted) is INBOUND and emitted.key == "feishu:oc_chat" and emitted.kind is Kind.MESSAGE
     envelope = event_to_envelope(_event(), BOT)
     assert envelope.id == "fs-ev1"
     assert envelope.conversation.platform is Platform.FEISHU
@@ -130,8 +130,8 @@ def test_a_post_of_images_only_is_unsupported_not_empty() -> None:
 
 def test_audio_goes_to_the_asr_topic_with_what_the_worker_needs_to_download_it() -> None:
     event = _event("audio", {"file_key": "file_v3_abc", "duration": 2500})
-    (record,) = event_to_records(event, BOT)
-    assert record.topic == ASR_REQUESTS.name
+    (emitted,) = handle_event(event, BOT).emit
+    assert emitted.kind is Kind.ASR_REQUEST and route(emitted) is ASR_REQUESTS
     envelope = event_to_envelope(event, BOT)
     (part,) = envelope.parts
     assert isinstance(part, AudioPart) and part.file_ref == "file_v3_abc"
@@ -141,8 +141,8 @@ def test_audio_goes_to_the_asr_topic_with_what_the_worker_needs_to_download_it()
 
 @pytest.mark.parametrize("message_type", ["image", "file", "sticker", "media", "share_chat"])
 def test_other_kinds_are_marked_unsupported_for_a_polite_answer(message_type: str) -> None:
-    (record,) = event_to_records(_event(message_type, {"image_key": "img_1"}), BOT)
-    assert record.topic == INBOUND.name
+    (emitted,) = handle_event(_event(message_type, {"image_key": "img_1"}), BOT).emit
+    assert route(emitted) is INBOUND
     (part,) = event_to_envelope(_event(message_type, {"image_key": "img_1"}), BOT).parts
     assert isinstance(part, UnsupportedPart) and part.platform_type == message_type
 
@@ -156,7 +156,7 @@ def test_ignored_events() -> None:
     assert event_to_envelope(_event(sender_type="app"), BOT) is None  # another bot
     other = _event()
     other["header"]["event_type"] = "im.chat.member.bot.added_v1"
-    assert event_to_records(other, BOT) == []
+    assert handle_event(other, BOT).emit == ()
     schema1 = {"uuid": "u", "token": "t", "type": "event_callback", "event": {"type": "message", "text": "hi"}}
     assert event_to_envelope(schema1, BOT) is None
 

@@ -9,8 +9,8 @@ import pytest
 from pydantic import SecretStr
 
 from aibot_common.envelope import ChatType, Conversation, Envelope, Kind, Platform, TextPart
+from aibot_common.errors import InvalidMessage, Retryable
 from aibot_common.platforms.feishu import FeishuClient
-from aibot_common.runner import InvalidMessage, Retryable
 from aibot_common.settings import FeishuConfig, RendererSettings
 from aibot_fakes.feishu import FakeFeishu
 from aibot_renderer.feishu_format import format_for_feishu

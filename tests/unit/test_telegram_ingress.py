@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from telegram import Update
 
-from aibot_common.envelope import AudioPart, ChatType, UnsupportedPart
-from aibot_common.topics import ASR_REQUESTS, INBOUND
-from aibot_ingress_telegram.handler import BotIdentity, update_to_envelope, update_to_records
+from aibot_common.envelope import AudioPart, ChatType, Kind, UnsupportedPart
+from aibot_common.topics import ASR_REQUESTS, INBOUND, route
+from aibot_ingress_telegram.handler import BotIdentity, handle_update, update_to_envelope
 
 BOT = BotIdentity(id="123456", username="aibot_test_bot")
 ALL = {"message", "edited_message", "callback_query"}
@@ -24,8 +24,8 @@ def _update(update_id: int = 10, chat_type: str = "private", **message: object) 
 
 
 def test_text_message_becomes_an_inbound_envelope() -> None:
-    (record,) = update_to_records(_update(text="hello"), BOT, ALL)
-    assert record.topic == INBOUND.name and record.key == "telegram:77"
+    (emitted,) = handle_update(_update(text="hello"), BOT, ALL).emit
+    assert route(emitted) is INBOUND and emitted.key == "telegram:77" and emitted.kind is Kind.MESSAGE
     envelope = update_to_envelope(_update(text="hello"), BOT, ALL)
     assert envelope.id == "tg-123456-10"
     assert envelope.text() == "hello" and envelope.reply_to_message_id == "5"
@@ -38,8 +38,8 @@ def test_the_same_update_gets_the_same_id_so_retries_dedupe() -> None:
 
 def test_voice_goes_to_the_asr_topic() -> None:
     voice = {"file_id": "F1", "file_unique_id": "U1", "duration": 3, "mime_type": "audio/ogg", "file_size": 1234}
-    (record,) = update_to_records(_update(voice=voice), BOT, ALL)
-    assert record.topic == ASR_REQUESTS.name
+    (emitted,) = handle_update(_update(voice=voice), BOT, ALL).emit
+    assert emitted.kind is Kind.ASR_REQUEST and route(emitted) is ASR_REQUESTS
     (part,) = update_to_envelope(_update(voice=voice), BOT, ALL).parts
     assert isinstance(part, AudioPart) and part.file_ref == "F1" and part.duration_s == 3
 
@@ -77,7 +77,7 @@ def test_groups_answer_mentions_commands_and_replies_only() -> None:
 
 
 def test_update_kinds_not_allowed_are_ignored() -> None:
-    assert update_to_records(_update(text="x"), BOT, {"callback_query"}) == []
+    assert handle_update(_update(text="x"), BOT, {"callback_query"}).emit == ()
 
 
 def test_callback_query_becomes_a_message_with_its_data() -> None:

@@ -114,8 +114,6 @@ class Envelope(_Frozen):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     # Platform extras that have no typed field (callback_query_id, feishu message_id...).
     meta: dict[str, str] = Field(default_factory=dict)
-    # Copy of the trace context: headers carry it, the body keeps it across a dead-letter replay.
-    traceparent: str | None = None
 
     @property
     def key(self) -> str:
@@ -144,6 +142,12 @@ class Envelope(_Frozen):
     @classmethod
     def from_bytes(cls, raw: bytes) -> Envelope:
         return cls.model_validate_json(raw)
+
+
+def user_message_kind(parts: list[Part]) -> Kind:
+    """What an ingress makes of a user's message: a voice note is transcribed first (ASR_REQUEST),
+    anything else goes straight to the model (MESSAGE)."""
+    return Kind.ASR_REQUEST if any(isinstance(p, AudioPart) for p in parts) else Kind.MESSAGE
 
 
 def derived_id(parent_id: str, suffix: str) -> str:

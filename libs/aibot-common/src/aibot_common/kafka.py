@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aibot_common import telemetry
 from aibot_common.envelope import Envelope
 from aibot_common.settings import KafkaSettings
-from aibot_common.topics import ALL_TOPICS, DEAD_LETTERS, SINGLE_PARTITION, Topic
+from aibot_common.topics import ALL_TOPICS, DEAD_LETTERS, SINGLE_PARTITION, Topic, route
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +133,14 @@ async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> 
         telemetry.MESSAGES_PRODUCED.labels(topic=record.topic).inc()
     if futures:
         await asyncio.gather(*futures)
+
+
+async def publish(producer: AIOKafkaProducer, envelopes: Sequence[Envelope], timeout_s: float) -> None:
+    """For the HTTP ingresses: route and produce what a handler emitted, and return only once the
+    broker acknowledged all of it (the platform is answered 2xx after this, never before). Raises
+    KafkaError or TimeoutError when it cannot: the platform is answered 5xx and sends it again."""
+    records = [OutRecord.of(route(envelope), envelope) for envelope in envelopes]
+    await asyncio.wait_for(send_all(producer, records), timeout_s)
 
 
 def dead_letter(

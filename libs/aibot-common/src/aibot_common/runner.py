@@ -7,13 +7,16 @@ faust's agent concurrency gives up ordering, and faust acks a record whose agent
 - records are dispatched to one *lane* per key (conversation): a lane handles its records one after
   another, lanes run concurrently, up to `max_in_flight` records per replica (then the partitions
   are paused, which is the back-pressure);
-- a stage is a plain `process(record) -> [OutRecord]` function; the runner produces its outputs,
-  waits for the broker's acks, and only then marks the record done;
+- a stage is a plain handler, `(envelope, state) -> Outcome` (see `outcome.py`); the runner routes
+  what it emits (`topics.route`), produces it with the state's changelog record, waits for the
+  broker's acks, files the dead letter it asks for, and only then marks the record done;
 - the committed offset of a partition is the lowest offset not yet done, so a crash re-delivers
   exactly the unfinished work (at-least-once; consumers dedupe by envelope id);
 - failures are of two kinds (as in arroyo): `Retryable` backs off and tries again, anything else
-  (`InvalidMessage`, or a bug) goes to the dead-letter topic with the reason. Past `dlq_limit` dead
-  letters a minute the stage stops loudly instead of pouring all traffic into dead letters.
+  (`InvalidMessage`, or a bug) goes to the dead-letter topic with the reason. Past
+  `DEAD_LETTERS_PER_MINUTE` the stage stops loudly instead of pouring all traffic into dead letters;
+- a stage's state table (co-partitioned with its input) is restored when a partition is assigned,
+  before its first record is handled, and dropped when the partition is revoked.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -32,27 +35,15 @@ from pydantic import ValidationError
 
 from aibot_common import telemetry
 from aibot_common.envelope import Envelope
-from aibot_common.kafka import OutRecord, dead_letter, header, send_all
+from aibot_common.errors import DEAD_LETTERS_PER_MINUTE, DeadLetterLimitExceeded, InvalidMessage, Retryable
+from aibot_common.kafka import OutRecord, dead_letter, send_all
+from aibot_common.outcome import Handler
+from aibot_common.state import ChangelogTable
+from aibot_common.topics import Topic, route
 
 log = logging.getLogger(__name__)
 
 MAX_THROTTLED_WAITS = 100  # a bound all the same: a server that only ever says "later" is a failure
-
-
-class Retryable(Exception):
-    """Slow down and try again: a timeout, a 429, a 5xx."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class InvalidMessage(Exception):
-    """Never retry: the record itself is bad (schema error, poison audio). It goes to dead letters."""
-
-
-class DeadLetterLimitExceeded(RuntimeError):
-    pass
 
 
 @dataclass
@@ -79,8 +70,7 @@ class Consumed:
         return self._envelope
 
 
-Process = Callable[[Consumed], Awaitable[Sequence[OutRecord]]]
-PartitionsHook = Callable[[set[TopicPartition]], Awaitable[None]]
+Route = Callable[[Envelope], Topic]
 
 
 class OffsetTracker:
@@ -124,30 +114,30 @@ class StageRunner:
         producer: AIOKafkaProducer,
         topics: Sequence[str],
         group_id: str,
-        process: Process,
+        handler: Handler,
+        table: ChangelogTable | None = None,
+        route: Route = route,
         max_in_flight: int = 512,
         attempts: int = 5,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        dlq_limit_per_minute: int = 600,
+        dlq_limit_per_minute: int = DEAD_LETTERS_PER_MINUTE,
         drain_timeout_s: float = 30.0,
-        on_assigned: PartitionsHook | None = None,
-        on_revoked: PartitionsHook | None = None,
     ) -> None:
         self.stage = stage
         self.group_id = group_id
         self._consumer = consumer
         self._producer = producer
         self._topics = list(topics)
-        self._process = process
+        self._handler = handler
+        self._table = table
+        self._route = route
         self._max_in_flight = max_in_flight
         self._attempts = attempts
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._dlq_limit = dlq_limit_per_minute
         self._drain_timeout_s = drain_timeout_s
-        self._on_assigned = on_assigned
-        self._on_revoked = on_revoked
 
         self._tracker = OffsetTracker()
         self._committed: dict[TopicPartition, int] = {}
@@ -273,8 +263,7 @@ class StageRunner:
         while True:
             attempt += 1
             try:
-                outputs = await self._process(record)
-                await send_all(self._producer, outputs)
+                await self._process(record)
                 return
             except asyncio.CancelledError:
                 raise
@@ -308,6 +297,29 @@ class StageRunner:
                 log.exception("unexpected error in stage %s", self.stage)
                 await self._dead_letter(record, exc, f"unexpected {type(exc).__name__}: {exc}")
                 return
+
+    async def _process(self, record: Consumed) -> None:
+        """One attempt: the handler's outcome, produced and acknowledged, then its state and dead letter."""
+        envelope = record.envelope
+        table = self._table
+        stored = table.get(record.partition, envelope.key) if table is not None else None
+        outcome = await self._handler(envelope, stored)
+        records = [OutRecord.of(self._route(e), e) for e in outcome.emit]
+        state = outcome.state_value()
+        if state is not None:
+            if table is None:
+                raise RuntimeError(f"stage {self.stage} keeps no state, yet its handler returned some")
+            records.append(table.changelog_record(record.partition, envelope.key, state))
+        await send_all(self._producer, records)
+        if state is not None and table is not None:
+            # Only once the changelog has it: a failed send retries from the state as it was.
+            table.apply(record.partition, envelope.key, state)
+        if outcome.dead_letter is not None:
+            # The user has heard (`emit`); the record is kept for an operator, with the reason.
+            # Should the process die in between, the re-delivery emits the same ids: downstream dedupes.
+            error = InvalidMessage(outcome.dead_letter)
+            telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(error).__name__).inc()
+            await self._dead_letter(record, error, outcome.dead_letter)
 
     async def _dead_letter(self, record: Consumed, error: BaseException, reason: str) -> None:
         log.error(
@@ -377,13 +389,13 @@ class StageRunner:
         self._tracker.forget(mine)
         for tp in mine:
             self._committed.pop(tp, None)
-        if self._on_revoked and mine:
-            await self._on_revoked(mine)
+        if self._table is not None and mine:
+            self._table.drop(tp.partition for tp in mine)
 
     async def _partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         new = assigned - self._assigned
-        if self._on_assigned and new:
-            await self._on_assigned(new)
+        if self._table is not None and new:
+            await self._table.restore(tp.partition for tp in new)
         self._assigned |= assigned
         log.info("stage %s assigned %d partitions", self.stage, len(self._assigned))
 
@@ -403,7 +415,3 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._runner._partitions_assigned(set(assigned))
-
-
-def record_header(record: Consumed, name: str) -> str | None:
-    return header(record.headers, name)

@@ -10,11 +10,11 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aibot_common import telemetry
@@ -23,6 +23,25 @@ from aibot_common.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
 _background_failed = False
+
+
+T = TypeVar("T")
+
+
+class Started(Generic[T]):
+    """What the app's lifespan started (the ingress, with its producer), for the request handlers:
+    typed, and a 503 (the platform sends again) for a request that arrives before or after it."""
+
+    def __init__(self) -> None:
+        self._value: T | None = None
+
+    def set(self, value: T | None) -> None:
+        self._value = value
+
+    def get(self) -> T:
+        if self._value is None:
+            raise HTTPException(status_code=503, detail="starting up or shutting down; try again")
+        return self._value
 
 
 class KafkaHealth:

@@ -23,8 +23,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from aibot_common.envelope import Platform
-
 PLACEHOLDER_SECRETS = {"changeme", "change-me", "secret", "password", "xxx", "todo"}
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -223,14 +221,6 @@ class Settings(BaseSettings):
             wanted = f"named {name!r} " if name else ""
             raise ConfigError(f"no {kind} model {wanted}in the models list; add one to the config file")
         return candidates[0]
-
-    def enabled_platforms(self) -> list[Platform]:
-        platforms = []
-        if self.telegram.enabled:
-            platforms.append(Platform.TELEGRAM)
-        if self.feishu.enabled:
-            platforms.append(Platform.FEISHU)
-        return platforms
 
 
 def expand_env(value: Any, environ: dict[str, str] | None = None) -> Any:

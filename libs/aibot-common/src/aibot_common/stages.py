@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from aibot_common.kafka import make_consumer
-from aibot_common.runner import Process, StageRunner
+from aibot_common.outcome import Handler
+from aibot_common.runner import StageRunner
 from aibot_common.service import KafkaHealth, background
 from aibot_common.settings import Settings
 from aibot_common.state import ChangelogTable
@@ -17,10 +18,12 @@ from aibot_common.state import ChangelogTable
 
 @dataclass
 class Stage:
+    """One consumer group's work: the topics it reads (`topics.consumed_by(group)`) and its handler."""
+
     name: str
     group_id: str
     topics: Sequence[str]
-    process: Process
+    handler: Handler
     max_in_flight: int = 512
     attempts: int = 5
     # State co-partitioned with the input: restored before a partition's first record is handled.
@@ -35,16 +38,6 @@ async def running_stages(
     consumers = []
     for stage in stages:
         consumer = make_consumer(settings.kafka, stage.group_id, f"aibot-{stage.name}")
-        table = stage.table
-
-        async def restore(tps: set[TopicPartition], table: ChangelogTable | None = table) -> None:
-            if table is not None:
-                await table.restore(tp.partition for tp in tps)
-
-        async def drop(tps: set[TopicPartition], table: ChangelogTable | None = table) -> None:
-            if table is not None:
-                table.drop(tp.partition for tp in tps)
-
         runners.append(
             StageRunner(
                 stage=stage.name,
@@ -52,11 +45,10 @@ async def running_stages(
                 producer=producer,
                 topics=stage.topics,
                 group_id=stage.group_id,
-                process=stage.process,
+                handler=stage.handler,
+                table=stage.table,
                 max_in_flight=stage.max_in_flight,
                 attempts=stage.attempts,
-                on_assigned=restore,
-                on_revoked=drop,
             )
         )
         consumers.append(consumer)

@@ -24,6 +24,15 @@ from aibot_common.topics import Topic
 log = logging.getLogger(__name__)
 
 
+class _Tombstone:
+    def __repr__(self) -> str:
+        return "TOMBSTONE"
+
+
+# The state value that deletes a key: a tombstone on the compacted changelog, so it is gone for good.
+TOMBSTONE: Any = _Tombstone()
+
+
 class ChangelogTable:
     def __init__(self, changelog: Topic, kafka: KafkaSettings, client_id: str) -> None:
         self.changelog = changelog
@@ -34,15 +43,17 @@ class ChangelogTable:
     def get(self, partition: int, key: str) -> Any | None:
         return self._partitions.get(partition, {}).get(key)
 
-    def put(self, partition: int, key: str, value: Any) -> OutRecord:
-        """Update the table now and return the changelog record the caller must produce."""
-        self._partitions.setdefault(partition, {})[key] = value
-        return OutRecord(
-            topic=self.changelog.name,
-            key=key,
-            value=json.dumps(value, separators=(",", ":")).encode(),
-            partition=partition,
-        )
+    def changelog_record(self, partition: int, key: str, value: Any) -> OutRecord:
+        """The changelog record for an update (`TOMBSTONE` deletes), to produce before `apply`."""
+        encoded = None if value is TOMBSTONE else json.dumps(value, separators=(",", ":")).encode()
+        return OutRecord(topic=self.changelog.name, key=key, value=encoded, partition=partition)
+
+    def apply(self, partition: int, key: str, value: Any) -> None:
+        """Take an update into the table, once its changelog record is acknowledged."""
+        if value is TOMBSTONE:
+            self._partitions.get(partition, {}).pop(key, None)
+        else:
+            self._partitions.setdefault(partition, {})[key] = value
 
     def keys(self, partition: int) -> Iterable[str]:
         return self._partitions.get(partition, {}).keys()

@@ -271,12 +271,6 @@ def inject_trace_headers() -> list[tuple[str, bytes]]:
     return [(k, v.encode()) for k, v in carrier.items()]
 
 
-def current_traceparent() -> str | None:
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent")
-
-
 @contextmanager
 def consume_span(
     name: str, headers: Sequence[tuple[str, bytes]] | None, attributes: dict[str, Any] | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aibot_common.envelope import Platform
+from aibot_common.envelope import Envelope, Kind, Platform
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ INBOUND = Topic(
 REPLIES = Topic(
     name="aibot.replies.v1",
     description="The assistant's answers (markdown), waiting to be formatted for their platform.",
-    producers=("core-llm", "ingress-telegram", "ingress-feishu", "asr-worker"),
+    producers=("core-llm", "asr-worker"),
     consumers=("renderer",),
 )
 OUTBOUND_TELEGRAM = Topic(
@@ -127,8 +127,23 @@ CONSUMPTION: tuple[tuple[str, str], ...] = (
 )
 
 
-def by_name(name: str) -> Topic:
-    for topic in ALL_TOPICS:
-        if topic.name == name:
-            return topic
-    raise KeyError(f"unknown topic {name!r}; known: {', '.join(t.name for t in ALL_TOPICS)}")
+def route(envelope: Envelope) -> Topic:
+    """The topic an envelope goes to, from its kind and platform: the pipeline's one routing table.
+
+    A user's message goes to core-llm, a voice note to the asr-worker first, an answer to the
+    renderer's processor, and a platform-ready message to its platform's sender.
+    """
+    if envelope.kind is Kind.MESSAGE:
+        return INBOUND
+    if envelope.kind is Kind.ASR_REQUEST:
+        return ASR_REQUESTS
+    if envelope.kind is Kind.REPLY:
+        return REPLIES
+    if envelope.kind is Kind.OUTBOUND:
+        return OUTBOUND_BY_PLATFORM[envelope.conversation.platform]
+    raise ValueError(f"no topic for envelopes of kind {envelope.kind!r}")
+
+
+def consumed_by(group: str) -> list[str]:
+    """The topics a consumer group reads, from `CONSUMPTION`."""
+    return [topic for topic, consumer_group in CONSUMPTION if consumer_group == group]

@@ -9,24 +9,23 @@ notes in order; the transcriber pools or batches whatever is waiting.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from aibot_asr_worker.download import AudioFetcher, FeishuAudio, TelegramAudio
 from aibot_asr_worker.handler import AsrDeps, handle
 from aibot_asr_worker.model import ModelPlan, load_model, plan_model
 from aibot_asr_worker.transcriber import BatchedTranscriber, PooledTranscriber, Transcriber
-from aibot_common.envelope import Envelope, Kind, Platform
-from aibot_common.kafka import OutRecord, send_all
+from aibot_common.envelope import Envelope, Platform
+from aibot_common.outcome import Handler, Outcome
 from aibot_common.platforms.telegram import bot_token, make_bot
-from aibot_common.runner import Consumed, InvalidMessage, Process
 from aibot_common.service import create_service_app, kafka_producer
 from aibot_common.settings import AsrSettings, Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
-from aibot_common.topics import ASR_REQUESTS, GROUP_ASR, INBOUND, REPLIES, Topic
+from aibot_common.topics import GROUP_ASR, consumed_by
 
 DEFAULT_PORT = 8084
 log = logging.getLogger(__name__)
@@ -54,23 +53,11 @@ def make_transcriber(plan: ModelPlan, settings: AsrSettings) -> Transcriber:
     )
 
 
-def output_topic(envelope: Envelope) -> Topic:
-    """Transcripts go to core-llm like typed messages; polite replies go straight to the renderer."""
-    return INBOUND if envelope.kind is Kind.MESSAGE else REPLIES
+def make_handler(deps: AsrDeps) -> Handler:
+    async def handle_request(request: Envelope, _stored: Any) -> Outcome:
+        return await handle(request, deps)
 
-
-def make_process(deps: AsrDeps, producer: AIOKafkaProducer) -> Process:
-    async def process(record: Consumed) -> Sequence[OutRecord]:
-        outcome = await handle(record.envelope, deps)
-        records = [OutRecord.of(output_topic(e), e) for e in outcome.outputs]
-        if outcome.dead_letter is None:
-            return records
-        # The user hears first; then the runner files the request under dead letters with the reason.
-        # Should this crash in between, the re-delivery produces the same reply id: the renderer dedupes.
-        await send_all(producer, records)
-        raise InvalidMessage(outcome.dead_letter)
-
-    return process
+    return handle_request
 
 
 async def make_fetchers(settings: Settings, stack: AsyncExitStack) -> dict[Platform, AudioFetcher]:
@@ -110,8 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
                 stage = Stage(
                     name="asr-worker",
                     group_id=GROUP_ASR,
-                    topics=[ASR_REQUESTS.name],
-                    process=make_process(deps, producer),
+                    topics=consumed_by(GROUP_ASR),
+                    handler=make_handler(deps),
                     max_in_flight=settings.asr.max_in_flight,
                 )
                 async with running_stages(settings, producer, [stage], "asr-worker") as runners:

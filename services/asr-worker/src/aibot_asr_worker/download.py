@@ -19,7 +19,7 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, Tele
 
 from aibot_common import telemetry
 from aibot_common.envelope import AudioPart, Envelope
-from aibot_common.runner import Retryable
+from aibot_common.errors import Retryable
 
 if TYPE_CHECKING:  # lark-oapi takes seconds of CPU to import: only a Feishu deployment pays for it
     from aibot_common.platforms.feishu import FeishuClient

@@ -1,7 +1,7 @@
 """asr-worker's handler: one voice-note request -> the transcript as a user message, or a polite reply.
 
-No Kafka and no HTTP here: the platform clients and the transcriber are passed in, and the app
-produces what this returns. Outcomes:
+No Kafka and no HTTP here: the platform clients and the transcriber are passed in, and the runner
+routes and produces the outcome. Outcomes:
 
 - the words heard -> a text MESSAGE of origin VOICE for core-llm, derived from the request (same
   conversation, reply threading and meta), so a re-delivery produces the same id;
@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aibot_asr_worker.audio import AudioTooLong, UnreadableAudio, decode, duration_s, sniff
 from aibot_asr_worker.download import AudioFetcher, AudioTooBig, AudioUnavailable
 from aibot_asr_worker.transcriber import Transcriber, TranscriptionFailed, TranscriptionTimeout
 from aibot_common import telemetry
 from aibot_common.envelope import AudioPart, Envelope, Kind, Origin, Platform, TextPart
-from aibot_common.runner import InvalidMessage
+from aibot_common.errors import InvalidMessage
+from aibot_common.outcome import Outcome
 from aibot_common.settings import AsrSettings
 
 log = logging.getLogger(__name__)
@@ -40,13 +41,6 @@ class AsrDeps:
     fetchers: Mapping[Platform, AudioFetcher]
     transcriber: Transcriber
     settings: AsrSettings
-
-
-@dataclass
-class Outcome:
-    outputs: list[Envelope] = field(default_factory=list)
-    # Set when the request must also go to dead letters (after the user heard about it): the reason.
-    dead_letter: str | None = None
 
 
 async def handle(request: Envelope, deps: AsrDeps) -> Outcome:

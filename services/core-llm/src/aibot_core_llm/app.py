@@ -6,37 +6,32 @@ replica that takes over a partition continues every conversation where the last 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
-from aibot_common.kafka import OutRecord
-from aibot_common.runner import Consumed, Process
+from aibot_common.envelope import Envelope
+from aibot_common.outcome import Handler, Outcome
 from aibot_common.service import create_service_app, kafka_producer
 from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.state import ChangelogTable
-from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, INBOUND, REPLIES
+from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, consumed_by
 from aibot_core_llm.handler import ConversationState, handle
 from aibot_core_llm.llm import ChatModel, OpenAICompatibleModel
 
 DEFAULT_PORT = 8083
 
 
-def make_process(table: ChangelogTable, model: ChatModel, settings: Settings) -> Process:
-    async def process(record: Consumed) -> Sequence[OutRecord]:
-        envelope = record.envelope
-        stored = table.get(record.partition, envelope.key)
+def make_handler(model: ChatModel, settings: Settings) -> Handler:
+    async def handle_message(envelope: Envelope, stored: Any) -> Outcome:
         state = ConversationState.model_validate(stored) if stored else ConversationState()
-        outcome = await handle(envelope, state, model, settings.core)
-        records = [OutRecord.of(REPLIES, r) for r in outcome.replies]
-        if outcome.state is not None:
-            records.append(table.put(record.partition, envelope.key, outcome.state.model_dump()))
-        return records
+        return await handle(envelope, state, model, settings.core)
 
-    return process
+    return handle_message
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -58,8 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
             stage = Stage(
                 name="core-llm",
                 group_id=GROUP_CORE,
-                topics=[INBOUND.name],
-                process=make_process(table, model, settings),
+                topics=consumed_by(GROUP_CORE),
+                handler=make_handler(model, settings),
                 max_in_flight=settings.core.max_in_flight,
                 table=table,
             )

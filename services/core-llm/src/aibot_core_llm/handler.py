@@ -1,17 +1,17 @@
-"""core-llm's handler: one user message + the conversation's state -> replies + the new state.
+"""core-llm's handler: one user message + the conversation's state -> the reply + the new state.
 
-No Kafka and no HTTP here: the model is passed in, and the runner produces what this returns.
+No Kafka and no HTTP here: the model is passed in, and the runner routes and produces the outcome.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from aibot_common.envelope import AudioPart, Envelope, FilePart, ImagePart, Kind, Origin, TextPart, UnsupportedPart
+from aibot_common.outcome import Outcome
 from aibot_common.settings import CoreSettings
 from aibot_core_llm.llm import ChatModel, Completion, LLMError
 
@@ -48,12 +48,6 @@ class ConversationState(BaseModel):
 
     def seen(self, envelope_id: str) -> bool:
         return envelope_id in self.recent_ids
-
-
-@dataclass
-class Outcome:
-    replies: list[Envelope]
-    state: ConversationState | None  # None: unchanged
 
 
 def estimate_tokens(text: str) -> int:
@@ -95,7 +89,7 @@ async def handle(envelope: Envelope, state: ConversationState, model: ChatModel,
         # A re-delivery (platform retry, or our own restart before the commit): answer the same way
         # again if we still have the answer; downstream dedupes by the reply's derived id.
         previous = state.last_replies.get(envelope.id)
-        return Outcome(replies=[reply(envelope, previous)] if previous else [], state=None)
+        return Outcome(emit=[reply(envelope, previous)] if previous else [])
 
     text = envelope.text().strip()
     command = text.split()[0].lower() if text.startswith("/") else None
@@ -141,7 +135,7 @@ def _answer(envelope: Envelope, state: ConversationState, text: str) -> Outcome:
     last = {k: v for k, v in state.last_replies.items() if k in recent[-20:]}
     last[envelope.id] = text
     new_state = state.model_copy(update={"recent_ids": recent, "last_replies": last})
-    return Outcome(replies=[reply(envelope, text)], state=new_state)
+    return Outcome(emit=[reply(envelope, text)], state=new_state)
 
 
 async def _complete_with_retries(model: ChatModel, messages: list[dict[str, str]], attempts: int) -> Completion:

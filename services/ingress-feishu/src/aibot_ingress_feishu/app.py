@@ -23,13 +23,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from aibot_common import telemetry
-from aibot_common.envelope import Envelope, Platform
-from aibot_common.kafka import send_all
+from aibot_common.envelope import Platform
+from aibot_common.kafka import publish
 from aibot_common.platforms.feishu import FeishuClient, FeishuRejected, FeishuRetryable
-from aibot_common.service import background, create_service_app, kafka_producer
+from aibot_common.service import Started, background, create_service_app, kafka_producer
 from aibot_common.settings import ConfigError, FeishuConfig, Settings
 from aibot_common.stages import ServiceStatus
-from aibot_ingress_feishu.handler import BotIdentity, MalformedEvent, event_id, event_to_records
+from aibot_ingress_feishu.handler import BotIdentity, MalformedEvent, event_id, handle_event
 from aibot_ingress_feishu.security import Credentials, Refused, open_callback
 
 log = logging.getLogger(__name__)
@@ -84,16 +84,15 @@ class Ingress:
         event = event_id(payload)
         if event is not None and event in self.recent:
             return "duplicate"
-        records = event_to_records(payload, self.identity)
+        outcome = handle_event(payload, self.identity)
         with telemetry.span("feishu event", event_id=event or ""):
-            await asyncio.wait_for(send_all(self.producer, records), ACK_TIMEOUT_S)
+            await publish(self.producer, outcome.emit, ACK_TIMEOUT_S)
         if event is not None:
             self.recent.add(event)
-        if records:
+        for envelope in outcome.emit:
             telemetry.USER_MESSAGES.labels(platform=PLATFORM).inc()
-            sender = Envelope.from_bytes(records[0].value).sender if records[0].value else None
-            telemetry.record_user(PLATFORM, sender.id if sender else None)  # daily active users
-        return "accepted" if records else "ignored"
+            telemetry.record_user(PLATFORM, envelope.sender.id if envelope.sender else None)  # daily active users
+        return "accepted" if outcome.emit else "ignored"
 
 
 async def find_bot_identity(config: FeishuConfig, ingress: Ingress) -> None:
@@ -131,7 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
             "feishu.encrypt_key is not set: events arrive unencrypted and unsigned; set an Encrypt Key "
             "in the developer console and in feishu.encrypt_key"
         )
-    state: dict[str, object] = {}
+    running: Started[Ingress] = Started()
     status = ServiceStatus()
 
     @asynccontextmanager
@@ -139,10 +138,13 @@ def create_app(settings: Settings) -> FastAPI:
         async with kafka_producer(settings, "aibot-ingress-feishu") as (producer, health):
             ingress = Ingress(config, producer, BotIdentity(open_id=config.bot_open_id, name=config.bot_name))
             tasks = [] if config.bot_open_id else [find_bot_identity(config, ingress)]
-            state["ingress"] = ingress
+            running.set(ingress)
             status.health = health
-            async with background(*tasks, name="ingress-feishu"):
-                yield
+            try:
+                async with background(*tasks, name="ingress-feishu"):
+                    yield
+            finally:
+                running.set(None)
 
     app = create_service_app("ingress-feishu", lifespan, status.ready)
 
@@ -167,8 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
             telemetry.INGRESS_EVENTS.labels(platform=PLATFORM, outcome="url_verification").inc()
             log.info("answered Feishu's URL verification")
             return _answer(200, {"challenge": opened.challenge})
-        ingress = state["ingress"]
-        assert isinstance(ingress, Ingress)
+        ingress = running.get()
         try:
             outcome = await ingress.publish(opened.payload)
         except MalformedEvent as exc:

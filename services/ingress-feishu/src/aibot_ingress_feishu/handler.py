@@ -1,4 +1,5 @@
-"""Feishu events -> envelopes. Pure functions: no Kafka, no HTTP.
+"""Feishu event -> envelope: the one place that reads Feishu's event. Pure functions: no Kafka, no
+HTTP; the app publishes what `handle_event` emits.
 
 The event is read with lark-oapi's own model (`P2ImMessageReceiveV1`) and mentions with its channel
 layer's node-aligned helpers, so field names and the `@_user_N` placeholder rules are the SDK's.
@@ -21,15 +22,14 @@ from aibot_common.envelope import (
     ChatType,
     Conversation,
     Envelope,
-    Kind,
     Part,
     Platform,
     Sender,
     TextPart,
     UnsupportedPart,
+    user_message_kind,
 )
-from aibot_common.kafka import OutRecord
-from aibot_common.topics import ASR_REQUESTS, INBOUND
+from aibot_common.outcome import NOTHING, Outcome
 
 MESSAGE_RECEIVED = "im.message.receive_v1"
 
@@ -64,13 +64,11 @@ def event_type(payload: dict[str, Any]) -> str | None:
     return event.get("type") if isinstance(event, dict) else None
 
 
-def event_to_records(payload: dict[str, Any], bot: BotIdentity) -> list[OutRecord]:
-    """The Kafka records one event becomes: none for events we ignore, one otherwise."""
+def handle_event(payload: dict[str, Any], bot: BotIdentity) -> Outcome:
+    """What one event becomes: nothing for events we ignore, else one envelope (a voice note as an
+    ASR request, anything else as a message for the model). Raises MalformedEvent."""
     envelope = event_to_envelope(payload, bot)
-    if envelope is None:
-        return []
-    topic = ASR_REQUESTS if any(isinstance(p, AudioPart) for p in envelope.parts) else INBOUND
-    return [OutRecord.of(topic, envelope)]
+    return NOTHING if envelope is None else Outcome(emit=[envelope])
 
 
 def event_to_envelope(payload: dict[str, Any], bot: BotIdentity) -> Envelope | None:
@@ -108,7 +106,7 @@ def event_to_envelope(payload: dict[str, Any], bot: BotIdentity) -> Envelope | N
         meta["root_id"] = message.root_id
     return Envelope(
         id=f"fs-{event.header.event_id}",
-        kind=Kind.MESSAGE,
+        kind=user_message_kind(parts),
         conversation=Conversation(platform=Platform.FEISHU, chat_id=message.chat_id, chat_type=chat_type),
         sender=Sender(id=open_id) if open_id else None,
         parts=parts,

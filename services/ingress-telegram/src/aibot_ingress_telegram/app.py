@@ -21,13 +21,13 @@ from telegram.error import Conflict, TelegramError
 
 from aibot_common import telemetry
 from aibot_common.envelope import Platform
-from aibot_common.kafka import make_consumer, send_all
+from aibot_common.kafka import make_consumer, publish
 from aibot_common.platforms.telegram import bot_id, bot_token, make_bot
-from aibot_common.service import background, create_service_app, kafka_producer
+from aibot_common.service import Started, background, create_service_app, kafka_producer
 from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus
 from aibot_common.topics import GROUP_TELEGRAM_POLLER, TELEGRAM_POLLER_LEASE
-from aibot_ingress_telegram.handler import BotIdentity, update_to_records
+from aibot_ingress_telegram.handler import BotIdentity, handle_update
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,14 @@ class Ingress:
 
     async def publish(self, update: Update) -> int:
         """Write the update's envelopes and wait for the broker's ack. Returns how many."""
-        assert self.identity is not None
-        records = update_to_records(update, self.identity, self.allowed)
+        if self.identity is None:
+            raise RuntimeError("publish() before the bot's identity is known (getMe)")
+        outcome = handle_update(update, self.identity, self.allowed)
         with telemetry.span("telegram update", update_id=update.update_id):
-            await asyncio.wait_for(send_all(self.producer, records), ACK_TIMEOUT_S)
-        outcome = "accepted" if records else "ignored"
-        telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome=outcome).inc()
-        if records:
+            await publish(self.producer, outcome.emit, ACK_TIMEOUT_S)
+        result = "accepted" if outcome.emit else "ignored"
+        telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome=result).inc()
+        if outcome.emit:
             telemetry.USER_MESSAGES.labels(platform=Platform.TELEGRAM.value).inc()
             telemetry.record_user(Platform.TELEGRAM.value, update.effective_user and update.effective_user.id)
         if update.callback_query:
@@ -60,7 +61,7 @@ class Ingress:
             task = asyncio.create_task(self._answer_callback(update.callback_query.id))
             self._side_tasks.add(task)
             task.add_done_callback(self._side_tasks.discard)
-        return len(records)
+        return len(outcome.emit)
 
     async def _answer_callback(self, query_id: str) -> None:
         try:
@@ -131,7 +132,7 @@ class Ingress:
 def create_app(settings: Settings) -> FastAPI:
     config = settings.telegram
     bot_token(config)  # fail fast, before start-up, when the token is missing
-    state: dict[str, object] = {}
+    running: Started[Ingress] = Started()
     status = ServiceStatus()
 
     @asynccontextmanager
@@ -141,7 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
             ingress = Ingress(settings, producer, bot)
             await bot.initialize()  # getMe: also proves the token works
             ingress.identity = BotIdentity(id=bot_id(config), username=bot.username)
-            state["ingress"] = ingress
+            running.set(ingress)
             status.health = health
             tasks = [ingress.poll()] if config.mode == "polling" else []
             if config.mode == "webhook":
@@ -150,6 +151,7 @@ def create_app(settings: Settings) -> FastAPI:
                 async with background(*tasks, name="ingress-telegram"):
                     yield
             finally:
+                running.set(None)
                 await bot.shutdown()
 
     app = create_service_app("ingress-telegram", lifespan, status.ready)
@@ -164,8 +166,7 @@ def create_app(settings: Settings) -> FastAPI:
             return Response(
                 status_code=401, content=b'{"ok":false,"description":"bad secret token"}', media_type="application/json"
             )
-        ingress = state["ingress"]
-        assert isinstance(ingress, Ingress)
+        ingress = running.get()
         try:
             data = json.loads(await request.body())
             if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):

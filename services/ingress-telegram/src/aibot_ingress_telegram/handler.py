@@ -1,4 +1,5 @@
-"""Telegram updates -> envelopes. Pure functions: no Kafka, no HTTP."""
+"""Telegram update -> envelope: the one place that reads Telegram's update. Pure functions: no Kafka,
+no HTTP; the app publishes what `handle_update` emits."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from aibot_common.envelope import (
     Sender,
     TextPart,
     UnsupportedPart,
+    user_message_kind,
 )
-from aibot_common.kafka import OutRecord
-from aibot_common.topics import ASR_REQUESTS, INBOUND
+from aibot_common.outcome import NOTHING, Outcome
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,11 @@ class BotIdentity:
     username: str
 
 
-def update_to_records(update: Update, bot: BotIdentity, allowed: set[str]) -> list[OutRecord]:
-    """The Kafka records one update becomes: none for kinds we ignore, one otherwise."""
+def handle_update(update: Update, bot: BotIdentity, allowed: set[str]) -> Outcome:
+    """What one update becomes: nothing for kinds we ignore, else one envelope (a voice note as an
+    ASR request, anything else as a message for the model)."""
     envelope = update_to_envelope(update, bot, allowed)
-    if envelope is None:
-        return []
-    topic = ASR_REQUESTS if any(isinstance(p, AudioPart) for p in envelope.parts) else INBOUND
-    return [OutRecord.of(topic, envelope)]
+    return NOTHING if envelope is None else Outcome(emit=[envelope])
 
 
 def update_to_envelope(update: Update, bot: BotIdentity, allowed: set[str]) -> Envelope | None:
@@ -100,7 +99,7 @@ def _from_message(envelope_id: str, message: Message, bot: BotIdentity, *, edite
         meta["edited"] = "true"
     return Envelope(
         id=envelope_id,
-        kind=Kind.MESSAGE,
+        kind=user_message_kind(parts),
         conversation=Conversation(platform=Platform.TELEGRAM, chat_id=str(message.chat.id), chat_type=chat_type),
         sender=Sender(id=str(sender.id), display_name=sender.full_name) if sender else None,
         parts=parts,

@@ -6,60 +6,38 @@ each part once (a Kafka-backed record of delivered ids per chat dedupes re-deliv
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
-from aibot_common import telemetry
-from aibot_common.envelope import Platform
-from aibot_common.kafka import OutRecord
+from aibot_common.envelope import Envelope, Platform
+from aibot_common.outcome import Handler, Outcome
 from aibot_common.platforms.telegram import bot_token, make_bot
-from aibot_common.runner import Consumed, Process
 from aibot_common.service import create_service_app, kafka_producer
 from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.state import ChangelogTable
-from aibot_common.topics import (
-    GROUP_RESPONSE_PROCESSOR,
-    GROUP_SENDER,
-    OUTBOUND_BY_PLATFORM,
-    RENDERER_DELIVERED,
-    REPLIES,
-)
-from aibot_renderer.handler import PlatformSender, format_reply, is_last_part
+from aibot_common.topics import GROUP_RESPONSE_PROCESSOR, GROUP_SENDER, RENDERER_DELIVERED, consumed_by
+from aibot_renderer.handler import PlatformSender, deliver, process_reply
 from aibot_renderer.telegram_sender import TelegramSender
 
 DEFAULT_PORT = 8085
-DELIVERED_IDS_KEPT = 500
 
 
-def make_processor(settings: Settings) -> Process:
-    async def process(record: Consumed) -> Sequence[OutRecord]:
-        reply = record.envelope
-        topic = OUTBOUND_BY_PLATFORM[reply.conversation.platform]
-        return [OutRecord.of(topic, message) for message in format_reply(reply, settings.renderer)]
+def make_processor(settings: Settings) -> Handler:
+    async def handle_reply(reply: Envelope, _stored: Any) -> Outcome:
+        return process_reply(reply, settings.renderer)
 
-    return process
+    return handle_reply
 
 
-def make_sender(platform: Platform, sender: PlatformSender, delivered: ChangelogTable) -> Process:
-    async def process(record: Consumed) -> Sequence[OutRecord]:
-        message = record.envelope
-        sent_ids: list[str] = delivered.get(record.partition, message.key) or []
-        if message.id in sent_ids:
-            return []  # delivered before a restart or rebalance: do not send it twice
-        with telemetry.span(f"{platform.value} send"):
-            await sender.send(message)
-        if is_last_part(message):
-            telemetry.END_TO_END_SECONDS.labels(platform=platform.value, origin=message.origin.value).observe(
-                time.time() - message.event_time.timestamp()
-            )
-        kept = [*sent_ids, message.id][-DELIVERED_IDS_KEPT:]
-        return [delivered.put(record.partition, message.key, kept)]
+def make_sender(sender: PlatformSender) -> Handler:
+    async def handle_message(message: Envelope, delivered: Any) -> Outcome:
+        return await deliver(message, delivered, sender)
 
-    return process
+    return handle_message
 
 
 async def make_senders(settings: Settings, stack: AsyncExitStack) -> dict[Platform, PlatformSender]:
@@ -96,8 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
                 Stage(
                     name="response-processor",
                     group_id=GROUP_RESPONSE_PROCESSOR,
-                    topics=[REPLIES.name],
-                    process=make_processor(settings),
+                    topics=consumed_by(GROUP_RESPONSE_PROCESSOR),
+                    handler=make_processor(settings),
                     max_in_flight=settings.renderer.max_in_flight,
                 )
             ]
@@ -107,8 +85,8 @@ def create_app(settings: Settings) -> FastAPI:
                     Stage(
                         name=f"sender-{platform.value}",
                         group_id=GROUP_SENDER[platform],
-                        topics=[OUTBOUND_BY_PLATFORM[platform].name],
-                        process=make_sender(platform, sender, delivered),
+                        topics=consumed_by(GROUP_SENDER[platform]),
+                        handler=make_sender(sender),
                         max_in_flight=settings.renderer.max_in_flight,
                         attempts=settings.renderer.send_attempts,
                         table=delivered,

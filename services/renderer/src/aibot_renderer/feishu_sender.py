@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 
 from aiolimiter import AsyncLimiter
 
 from aibot_common.envelope import Envelope, TextPart
+from aibot_common.errors import InvalidMessage
 from aibot_common.platforms.feishu import FeishuClient, FeishuRejected
-from aibot_common.runner import InvalidMessage
 from aibot_renderer.feishu_format import MSG_TYPES, defuse_mentions, text_content
+from aibot_renderer.limits import PerChatLimiter
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ class FeishuSender:
     ) -> None:
         self._client = client
         self._overall = AsyncLimiter(overall_per_second, 1)
-        self._per_chat_rate = per_chat_per_second
-        self._chats: OrderedDict[str, AsyncLimiter] = OrderedDict()
+        self._chats = PerChatLimiter(per_chat_per_second, 1)
 
     async def send(self, message: Envelope) -> None:
         part = next((p for p in message.parts if isinstance(p, TextPart) and p.rendered), None)
@@ -66,7 +65,7 @@ class FeishuSender:
 
     async def _deliver(self, message: Envelope, msg_type: str, content: str, uuid: str) -> None:
         chat_id = message.conversation.chat_id
-        await self._chat_limiter(chat_id).acquire()
+        await self._chats.acquire(chat_id)
         await self._overall.acquire()
         if message.reply_to_message_id:
             try:
@@ -77,12 +76,3 @@ class FeishuSender:
                     raise
                 log.info("the message to answer is gone (code %s); sending to the chat instead", exc.code)
         await self._client.send_message("chat_id", chat_id, msg_type, content, uuid=uuid)
-
-    def _chat_limiter(self, chat_id: str) -> AsyncLimiter:
-        limiter = self._chats.get(chat_id)
-        if limiter is None:
-            limiter = self._chats[chat_id] = AsyncLimiter(self._per_chat_rate, 1)
-            if len(self._chats) > 10000:
-                self._chats.popitem(last=False)
-        self._chats.move_to_end(chat_id)
-        return limiter

@@ -1,47 +1,33 @@
-"""The renderer's two steps, as plain functions.
+"""The renderer's two handlers, as plain functions (the runner routes and produces their outcomes).
 
-1. The response processor: a reply (markdown) -> the platform-ready messages it becomes.
-2. The sender: one platform-ready message -> the platform API, at most once per message id.
+1. The response processor: a reply (markdown) -> the platform-ready messages it becomes
+   (`telegram_format`, `feishu_format`), each an OUTBOUND envelope for its platform's sender.
+2. The sender: one platform-ready message -> the platform API, at most once per message id (the
+   ids delivered to a chat are the sender's state, in a changelog table).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
-from aibot_common.envelope import Envelope, Kind, Origin, Platform, TextPart
+from aibot_common import telemetry
+from aibot_common.envelope import Envelope, Platform
+from aibot_common.outcome import NOTHING, Outcome
 from aibot_common.settings import RendererSettings
 from aibot_renderer.feishu_format import format_for_feishu
-from aibot_renderer.telegram_format import markdown_to_telegram, split_message, with_transcript
+from aibot_renderer.telegram_format import format_for_telegram
 
 Formatter = Callable[[Envelope, RendererSettings], list[Envelope]]
+
+FORMATTERS: dict[Platform, Formatter] = {Platform.TELEGRAM: format_for_telegram, Platform.FEISHU: format_for_feishu}
+DELIVERED_IDS_KEPT = 500
 
 
 class PlatformSender(Protocol):
     async def send(self, message: Envelope) -> None:
-        """Deliver one message. Raises runner.Retryable (try later) or runner.InvalidMessage (never)."""
-
-
-def format_for_telegram(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
-    message = markdown_to_telegram(reply.text())
-    transcript = reply.meta.get("transcript")
-    if reply.origin is Origin.VOICE and transcript and settings.show_transcript:
-        message = with_transcript(transcript, message)
-    chunks = split_message(message)
-    return [
-        reply.derive(
-            kind=Kind.OUTBOUND,
-            suffix=f"tg-part{index}",
-            parts=[TextPart(text=chunk.text, format="telegram_entities", entities=chunk.entities)],
-            # Only the first part answers the user's message; the rest follow it.
-            reply_to_message_id=reply.reply_to_message_id if index == 0 else None,
-            meta={**reply.meta, "part": f"{index + 1}/{len(chunks)}"},
-        )
-        for index, chunk in enumerate(chunks)
-    ]
-
-
-FORMATTERS: dict[Platform, Formatter] = {Platform.TELEGRAM: format_for_telegram, Platform.FEISHU: format_for_feishu}
+        """Deliver one message. Raises errors.Retryable (try later) or errors.InvalidMessage (never)."""
 
 
 def format_reply(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
@@ -51,6 +37,25 @@ def format_reply(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
     return formatter(reply, settings)
 
 
+def process_reply(reply: Envelope, settings: RendererSettings) -> Outcome:
+    return Outcome(emit=format_reply(reply, settings))
+
+
 def is_last_part(message: Envelope) -> bool:
     index, _, total = message.meta.get("part", "1/1").partition("/")
     return index == total
+
+
+async def deliver(message: Envelope, delivered: list[str] | None, sender: PlatformSender) -> Outcome:
+    """Send one message unless this chat's delivered ids already hold it; the new ids are the state."""
+    sent_ids = delivered or []
+    if message.id in sent_ids:
+        return NOTHING  # delivered before a restart or rebalance: do not send it twice
+    platform = message.conversation.platform.value
+    with telemetry.span(f"{platform} send"):
+        await sender.send(message)
+    if is_last_part(message):
+        telemetry.END_TO_END_SECONDS.labels(platform=platform, origin=message.origin.value).observe(
+            time.time() - message.event_time.timestamp()
+        )
+    return Outcome(state=[*sent_ids, message.id][-DELIVERED_IDS_KEPT:])

@@ -1,4 +1,5 @@
-"""The assistant's markdown -> Telegram messages (text + entities), each within 4096 UTF-16 units.
+"""The assistant's markdown -> Telegram messages (text + entities), each within 4096 UTF-16 units:
+the one place for "reply -> Telegram message" (the sender then only delivers it).
 
 Sending entities instead of a MarkdownV2 string means nothing has to be escaped, so a reply can
 never be rejected with "can't parse entities"; telegramify-markdown does the markdown conversion.
@@ -11,6 +12,8 @@ from dataclasses import dataclass
 import telegramify_markdown
 from telegram.constants import MessageLimit
 
+from aibot_common.envelope import Envelope, Kind, Origin, TextPart
+from aibot_common.settings import RendererSettings
 from aibot_renderer.splitting import split_points, utf16_len
 
 MAX_TEXT = MessageLimit.MAX_TEXT_LENGTH  # 4096
@@ -52,3 +55,23 @@ def split_message(message: TelegramText, limit: int = MAX_TEXT) -> list[Telegram
                 clipped.append({**entity, "offset": lo - u_start, "length": hi - lo})
         parts.append(TelegramText(text=message.text[start:end], entities=clipped))
     return parts
+
+
+def format_for_telegram(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
+    """A reply -> the OUTBOUND envelopes of its Telegram messages, in order."""
+    message = markdown_to_telegram(reply.text())
+    transcript = reply.meta.get("transcript")
+    if reply.origin is Origin.VOICE and transcript and settings.show_transcript:
+        message = with_transcript(transcript, message)
+    chunks = split_message(message)
+    return [
+        reply.derive(
+            kind=Kind.OUTBOUND,
+            suffix=f"tg-part{index}",
+            parts=[TextPart(text=chunk.text, format="telegram_entities", entities=chunk.entities)],
+            # Only the first part answers the user's message; the rest follow it.
+            reply_to_message_id=reply.reply_to_message_id if index == 0 else None,
+            meta={**reply.meta, "part": f"{index + 1}/{len(chunks)}"},
+        )
+        for index, chunk in enumerate(chunks)
+    ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 
 from aiolimiter import AsyncLimiter
 from opentelemetry.trace import SpanKind
@@ -13,9 +12,10 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, Ne
 
 from aibot_common import telemetry
 from aibot_common.envelope import ChatType, Envelope, TextPart
+from aibot_common.errors import InvalidMessage, Retryable
 from aibot_common.platforms.telegram import POOL_SIZE
-from aibot_common.runner import InvalidMessage, Retryable
 from aibot_common.settings import TelegramConfig
+from aibot_renderer.limits import PerChatLimiter
 
 log = logging.getLogger(__name__)
 PLATFORM = "telegram"
@@ -25,8 +25,7 @@ class TelegramSender:
     def __init__(self, bot: Bot, config: TelegramConfig) -> None:
         self._bot = bot
         self._overall = AsyncLimiter(config.messages_per_second, 1)
-        self._group_rate = config.group_messages_per_minute
-        self._groups: OrderedDict[str, AsyncLimiter] = OrderedDict()
+        self._groups = PerChatLimiter(config.group_messages_per_minute, 60)
         # At most one request per pooled connection: a long queue inside httpcore's pool is scanned on
         # every assignment, which made connection bookkeeping most of the renderer's CPU under load.
         self._connections = asyncio.Semaphore(POOL_SIZE)
@@ -37,7 +36,7 @@ class TelegramSender:
             raise InvalidMessage("outbound telegram message without text")
         chat_id = message.conversation.chat_id
         if message.conversation.chat_type is ChatType.GROUP:
-            await self._group_limiter(chat_id).acquire()
+            await self._groups.acquire(chat_id)
         await self._overall.acquire()
         entities = [MessageEntity.de_json(e, None) for e in part.entities or ()]
         reply = (
@@ -87,15 +86,6 @@ class TelegramSender:
         except TelegramError as exc:
             self._count("error")
             raise InvalidMessage(f"telegram error: {exc}") from exc
-
-    def _group_limiter(self, chat_id: str) -> AsyncLimiter:
-        limiter = self._groups.get(chat_id)
-        if limiter is None:
-            limiter = self._groups[chat_id] = AsyncLimiter(self._group_rate, 60)
-            if len(self._groups) > 10000:
-                self._groups.popitem(last=False)
-        self._groups.move_to_end(chat_id)
-        return limiter
 
     @staticmethod
     def _count(code: str) -> None:

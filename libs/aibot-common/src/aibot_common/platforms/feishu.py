@@ -50,7 +50,7 @@ from lark_oapi.core.token.create_token_request_body import CreateTokenRequestBod
 from opentelemetry.trace import SpanKind
 
 from aibot_common import telemetry
-from aibot_common.runner import InvalidMessage, Retryable
+from aibot_common.errors import InvalidMessage, Retryable
 from aibot_common.settings import ConfigError, FeishuConfig
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,6 @@ class TenantTokens:
         self._token: str | None = None
         self._refresh_at = 0.0
         self._lock = asyncio.Lock()
-        self.fetched = 0  # how many tokens were fetched (observability and tests)
 
     async def get(self) -> str:
         token = self._token
@@ -197,7 +196,6 @@ class TenantTokens:
         _count("tenant_access_token", code if code is not None else raw.status_code)
         token, expire = answer.get("tenant_access_token"), answer.get("expire")
         if code == 0 and isinstance(token, str) and token and isinstance(expire, int | float) and expire > 0:
-            self.fetched += 1
             return token, float(expire)
         error = classify("tenant_access_token", raw.status_code, code, str(answer.get("msg") or ""), raw.headers)
         if isinstance(error, FeishuRejected):

@@ -1,0 +1,38 @@
+"""The stage contract: a handler is a plain function from an envelope (and the state its stage keeps
+for that conversation) to an `Outcome`. Handlers never touch Kafka; the runner (or, for the HTTP
+ingresses, `kafka.publish`) routes what they emit, writes the state and files the dead letter."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from aibot_common.envelope import Envelope
+
+
+@dataclass(frozen=True)
+class Outcome:
+    # Envelopes to publish; `topics.route` picks each one's topic from its kind and platform.
+    emit: Sequence[Envelope] = ()
+    # The conversation's new state in the stage's table (a pydantic model or JSON-able value);
+    # None leaves it as it is.
+    state: BaseModel | Any | None = None
+    # Also file the input under dead letters, with this reason, once `emit` is acknowledged
+    # (the user has been told; the record is kept for an operator to look at).
+    dead_letter: str | None = None
+
+    def state_value(self) -> Any | None:
+        """The state as the JSON-able value the changelog stores."""
+        if isinstance(self.state, BaseModel):
+            return self.state.model_dump(mode="json")
+        return self.state
+
+
+NOTHING = Outcome()
+
+# What a stage runs per record: the decoded envelope and what the stage's table holds for its
+# conversation (None when there is nothing yet, or the stage keeps no state).
+Handler = Callable[[Envelope, Any], Awaitable[Outcome]]
