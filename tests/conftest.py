@@ -10,6 +10,12 @@ import pytest
 from aibot_common.testing.broker import test_broker
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that kill or restart a service of the shared pipeline run after all the others, so no
+    other test meets a pipeline that is recovering; the order no longer rests on file names."""
+    items.sort(key=lambda item: item.get_closest_marker("disrupts_pipeline") is not None)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """One broker per test session (a given cluster, testcontainers, or the embedded broker)."""

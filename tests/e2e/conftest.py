@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,10 @@ def feishu_env(feishu: FakeFeishu) -> dict[str, str]:
     }
 
 
+# Six Python services start at once; on a loaded two-core machine that can take minutes.
+READY_TIMEOUT_S = float(os.environ.get("AIBOT_TEST_READY_TIMEOUT_S", "90"))
+
+
 @pytest.fixture(scope="session")
 async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Pipeline]:
     telegram = FakeTelegram()
@@ -99,7 +104,7 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     supervisor.start()
     try:
         # Blocking waits go to a thread: the fakes serve the services from this loop meanwhile.
-        await asyncio.to_thread(supervisor.wait_ready, 90)
+        await asyncio.to_thread(supervisor.wait_ready, READY_TIMEOUT_S)
         pipeline = Pipeline(
             telegram=telegram, llm=llm, supervisor=supervisor, bootstrap=kafka_bootstrap, otlp=otlp, feishu=feishu
         )

@@ -1,7 +1,8 @@
 """A core-llm replica killed mid-work (SIGKILL, like an OOM kill) loses nothing and duplicates nothing:
 the other replica takes its partitions over, and the restarted one rejoins.
 
-Named to run last: it restarts a service of the shared session pipeline.
+Marked `disrupts_pipeline`: it kills a service of the shared session pipeline, so it runs after every
+other test (tests/conftest.py orders it), whatever its file name.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import Pipeline
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.disrupts_pipeline]
 
 
 async def test_killing_core_llm_mid_work_loses_and_duplicates_nothing(pipeline: Pipeline) -> None:
