@@ -28,7 +28,6 @@ from aibot_common.settings import AsrSettings, Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.topics import ASR_REQUESTS, GROUP_ASR, INBOUND, REPLIES, Topic
 
-DEFAULT_PORT = 8084
 log = logging.getLogger(__name__)
 
 

@@ -22,8 +22,6 @@ from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, INBOUND, REPLIES
 from aibot_core_llm.handler import ConversationState, handle
 from aibot_core_llm.llm import ChatModel, OpenAICompatibleModel
 
-DEFAULT_PORT = 8083
-
 
 def make_process(table: ChangelogTable, model: ChatModel, settings: Settings) -> Process:
     async def process(record: Consumed) -> Sequence[OutRecord]:

@@ -31,7 +31,6 @@ from aibot_common.topics import (
 from aibot_renderer.handler import PlatformSender, format_reply, is_last_part
 from aibot_renderer.telegram_sender import TelegramSender
 
-DEFAULT_PORT = 8085
 DELIVERED_IDS_KEPT = 500
 
 
