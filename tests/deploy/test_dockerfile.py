@@ -4,8 +4,10 @@ what it installs is resolved from uv.lock the way its `uv sync` lines ask)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -217,3 +219,32 @@ def test_cuda_variant_runs_on_cuda_12_with_cudnn_9() -> None:
     build_env = next(args for word, args in STAGES["build"] if word == "ENV")
     assert "UV_PYTHON_INSTALL_DIR=/opt/python" in build_env and "UV_PYTHON_PREFERENCE=only-managed" in build_env
     assert [s.name for s in catalog.SERVICES if s.gpu] == ["asr-worker"]
+
+
+def test_make_images_builds_every_catalog_service_and_the_cuda_variant(tmp_path: Path) -> None:
+    """`make images` with a stand-in docker that records its arguments (no engine here)."""
+    calls = tmp_path / "calls"
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        ["make", "-o", "install", "images", "REGISTRY=registry.example/ai", "TAG=1.2.3", f"UV={shutil.which('uv')}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    builds = calls.read_text().splitlines()
+    expected = [
+        f"build -f docker/Dockerfile --build-arg SERVICE={name} -t registry.example/ai/ai-bot-{name}:1.2.3 ."
+        for name in catalog.NAMES
+    ]
+    expected.append(
+        "build -f docker/Dockerfile --build-arg SERVICE=asr-worker --build-arg VARIANT=cuda "
+        "-t registry.example/ai/ai-bot-asr-worker:1.2.3-cuda ."
+    )
+    assert builds == expected

@@ -54,6 +54,10 @@ def test_catalog_command_lists_the_names_for_shell_loops() -> None:
         [sys.executable, "-m", "aibot_common.catalog", "names"], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == list(catalog.NAMES)
+    gpu = subprocess.run(
+        [sys.executable, "-m", "aibot_common.catalog", "names", "--gpu"], capture_output=True, text=True, check=True
+    )
+    assert gpu.stdout.split() == ["asr-worker"]
     usage = subprocess.run([sys.executable, "-m", "aibot_common.catalog"], capture_output=True, text=True)
     assert usage.returncode == 2 and "names" in usage.stderr
 

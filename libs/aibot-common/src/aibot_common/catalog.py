@@ -88,7 +88,7 @@ def chart_fragment() -> str:
 
 
 USAGE = """usage: python -m aibot_common.catalog COMMAND
-  names   the service names, one a line (for shell loops: make images)
+  names   the service names, one a line (for shell loops: make images); --gpu: those with a CUDA image
   table   name, module, port, public, platform, gpu as tab-separated columns
   chart   the chart's generated charts/ai-bot/files/services.yaml"""
 
@@ -96,8 +96,8 @@ USAGE = """usage: python -m aibot_common.catalog COMMAND
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     command = args[0] if args else ""
-    if command == "names":
-        print("\n".join(NAMES))
+    if command == "names" and args[1:] in ([], ["--gpu"]):
+        print("\n".join(s.name for s in SERVICES if s.gpu or args[1:] != ["--gpu"]))
     elif command == "table":
         for s in SERVICES:
             print(f"{s.name}\t{s.module}\t{s.port}\t{s.public}\t{s.platform or '-'}\t{s.gpu}")
