@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: install run test test-fast lint format bench deploy-check clean
+.PHONY: install run test test-fast lint format bench deploy-check images clean
 
 install:  ## install uv, the workspace (uv.lock) and the test tools
 	@scripts/bootstrap.sh
@@ -30,6 +30,20 @@ bench: install  ## throughput and latency figures (see docs/benchmarks.md)
 
 deploy-check: install  ## helm lint/template + schema validation, hadolint, compose validation
 	$(UV) run pytest tests/deploy
+
+# Image names: [REGISTRY/]ai-bot-<service>:TAG, and :TAG-cuda for the CUDA variant (what the chart
+# pulls: make images REGISTRY=ghcr.io/you TAG=0.1.0). The default matches docker-compose.yml.
+REGISTRY ?=
+TAG ?= local
+IMAGE = $(if $(REGISTRY),$(REGISTRY)/)ai-bot-$$svc:$(TAG)
+
+images: install  ## every service's image from docker/Dockerfile (the catalog's services), plus the CUDA variants
+	@set -e; for svc in $$($(UV) run python -m aibot_common.catalog names); do \
+	  docker build -f docker/Dockerfile --build-arg SERVICE=$$svc -t $(IMAGE) .; \
+	done; \
+	for svc in $$($(UV) run python -m aibot_common.catalog names --gpu); do \
+	  docker build -f docker/Dockerfile --build-arg SERVICE=$$svc --build-arg VARIANT=cuda -t $(IMAGE)-cuda .; \
+	done
 
 clean:
 	rm -rf .local .pytest_cache .ruff_cache

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import yaml
 
+from aibot_common import catalog
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ai-bot"
 TOOLS_BIN = Path(os.environ.get("AIBOT_TOOLS_BIN", REPO / "tools" / "bin"))
 CI_VALUES = sorted(p.name for p in (CHART / "ci").glob("*.yaml"))
-SERVICES = ("ingress-telegram", "ingress-feishu", "core-llm", "asr-worker", "renderer")
+SERVICES = catalog.NAMES  # the deploy checks hold every deployment to the one table of services
 NAMESPACE = "bots"
 
 

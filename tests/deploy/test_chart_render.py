@@ -8,6 +8,7 @@ import re
 import pytest
 import yaml
 
+from aibot_common import catalog
 from aibot_common.settings import load_settings
 from tests.deploy.helpers import CHART, CI_VALUES, NAMESPACE, SERVICES
 
@@ -121,7 +122,7 @@ def test_every_container_has_requests_limits_and_every_service_both_probes(rende
         (container,) = pod_spec(deployment)["containers"]
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-        port = SERVICES.index(name) + 8081
+        port = catalog.service(name).port
         assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["AIBOT_HTTP__PORT"] == str(port)
@@ -343,7 +344,7 @@ def test_helm_test_asks_readyz_of_every_service(render) -> None:
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (container,) = pod["spec"]["containers"]
     urls = [a for a in container["command"] if a.startswith("http://")]
-    assert urls == [f"http://ai-bot-{name}:{8081 + i}/readyz" for i, name in enumerate(SERVICES)]
+    assert urls == [f"http://ai-bot-{s.name}:{s.port}/readyz" for s in catalog.SERVICES]
     assert "urllib.request.urlopen" in container["command"][2]
 
 

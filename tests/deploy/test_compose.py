@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from aibot_common import catalog
 from aibot_common.settings import ConfigError, load_settings
-from tests.deploy.helpers import REPO, SERVICES
+from tests.deploy.helpers import REPO
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())  # anchors and `<<` merges resolved, as compose does
@@ -53,7 +54,7 @@ def test_docker_compose_config_accepts_it(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert set(yaml.safe_load(result.stdout)["services"]) >= {*SERVICES, "kafka", "proxy"}
+    assert set(yaml.safe_load(result.stdout)["services"]) >= {*catalog.NAMES, "kafka", "proxy"}
 
 
 def test_kafka_is_apache_kafka_in_kraft_mode_with_a_healthcheck() -> None:
@@ -65,14 +66,24 @@ def test_kafka_is_apache_kafka_in_kraft_mode_with_a_healthcheck() -> None:
     assert any(v.endswith(":/var/lib/kafka/data") for v in kafka["volumes"])
 
 
-@pytest.mark.parametrize("name", SERVICES)
-def test_each_service_is_built_from_its_dockerfile_and_health_checked(name: str) -> None:
+# The containers built from docker/Dockerfile that are not services of the catalog: CLI commands
+# run from the core-llm image (which, like every image, carries the ai-bot CLI).
+CLI_CONTAINERS = {"topics": "core-llm", "lag-exporter": "core-llm"}
+
+
+def test_the_compose_services_are_the_catalog() -> None:
+    built = {name for name, s in COMPOSE["services"].items() if "build" in s}
+    assert built == {*catalog.NAMES, *CLI_CONTAINERS}
+
+
+@pytest.mark.parametrize("name", catalog.NAMES)
+def test_each_service_is_built_from_the_dockerfile_and_health_checked(name: str) -> None:
     service = COMPOSE["services"][name]
-    assert service["build"] == {"context": ".", "dockerfile": f"services/{name}/Dockerfile"}
-    assert (REPO / service["build"]["dockerfile"]).exists()
-    port = 8081 + SERVICES.index(name)
-    probe = " ".join(service["healthcheck"]["test"])
-    assert f"http://127.0.0.1:{port}/readyz" in probe and "urllib.request" in probe
+    assert service["build"] == {"context": ".", "dockerfile": "docker/Dockerfile", "args": {"SERVICE": name}}
+    assert service["image"] == f"{catalog.service(name).image}:${{AIBOT_IMAGE_TAG:-local}}"
+    # The image's entry point asks its own /readyz (port from the catalog or AIBOT_HTTP__PORT).
+    assert service["healthcheck"]["test"] == ["CMD", "python", "-m", "aibot_common.entrypoint", "readyz"]
+    assert "AIBOT_HTTP__PORT" not in service["environment"]
     assert service["depends_on"]["kafka"] == {"condition": "service_healthy"}
     assert service["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
     assert service["env_file"] == "${AIBOT_ENV_FILE:-.env}"
@@ -82,12 +93,23 @@ def test_each_service_is_built_from_its_dockerfile_and_health_checked(name: str)
     assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
     # Only the proxy publishes a port; the services stay on the compose network.
     assert "ports" not in service
+    # Only an ingress of a platform other than the default one waits for its profile.
+    spec = catalog.service(name)
+    assert service.get("profiles", []) == ([spec.platform] if spec.platform and spec.platform != "telegram" else [])
+
+
+@pytest.mark.parametrize("name", sorted(CLI_CONTAINERS))
+def test_cli_containers_use_a_service_image(name: str) -> None:
+    container = COMPOSE["services"][name]
+    image_of = CLI_CONTAINERS[name]
+    assert container["build"] == {"context": ".", "dockerfile": "docker/Dockerfile", "args": {"SERVICE": image_of}}
+    assert container["image"] == COMPOSE["services"][image_of]["image"]
+    assert container["entrypoint"][0] == "ai-bot"
 
 
 def test_topics_are_created_by_the_cli_before_the_services_start() -> None:
     topics = COMPOSE["services"]["topics"]
     assert topics["entrypoint"] == ["ai-bot", "topics", "create"]
-    assert topics["build"]["dockerfile"] == "services/core-llm/Dockerfile"
     assert topics["depends_on"] == {"kafka": {"condition": "service_healthy"}}
 
 
@@ -98,7 +120,10 @@ def test_webhooks_are_published_on_one_port_through_the_proxy() -> None:
     caddyfile_mount = next(v for v in proxy["volumes"] if v.endswith(":/etc/caddy/Caddyfile:ro"))
     caddyfile = (REPO / caddyfile_mount.split(":")[0]).read_text()
     routes = dict(re.findall(r"handle (/\S+) \{\s*reverse_proxy (\S+)", caddyfile))
-    assert routes == {"/telegram/webhook": "ingress-telegram:8081", "/feishu/events": "ingress-feishu:8082"}
+    upstream = {name: f"{name}:{catalog.service(name).port}" for name in ("ingress-telegram", "ingress-feishu")}
+    assert routes == {"/telegram/webhook": upstream["ingress-telegram"], "/feishu/events": upstream["ingress-feishu"]}
+    # Exactly the public services of the catalog, at their ports.
+    assert set(routes.values()) == {f"{s.name}:{s.port}" for s in catalog.SERVICES if s.public}
     # Monitoring, when enabled, listens on loopback only.
     for name in ("prometheus", "grafana"):
         assert COMPOSE["services"][name]["profiles"] == ["monitoring"]
@@ -108,8 +133,10 @@ def test_webhooks_are_published_on_one_port_through_the_proxy() -> None:
 def test_prometheus_scrapes_every_service() -> None:
     mount = next(v for v in COMPOSE["services"]["prometheus"]["volumes"] if v.endswith("prometheus.yml:ro"))
     config = yaml.safe_load((REPO / mount.split(":")[0]).read_text())
-    targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
-    assert {f"{name}:{8081 + i}" for i, name in enumerate(SERVICES)} <= targets
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "ai-bot"]
+    targets = {group["labels"]["service"]: group["targets"] for group in job["static_configs"]}
+    expected = {s.name: [f"{s.name}:{s.port}"] for s in catalog.SERVICES}
+    assert targets == {**expected, "lag-exporter": ["lag-exporter:9308"]}
 
 
 def test_env_example_names_every_secret_and_the_real_env_file_is_ignored() -> None:

@@ -161,7 +161,7 @@ def test_installer_stages_sources_settings_and_unit_and_keeps_settings_on_upgrad
     assert first.returncode == 0, first.stderr
     home = root / "opt" / "ai-bot"
     assert (home / "docker-compose.yml").is_file()
-    assert (home / "services" / "core-llm" / "Dockerfile").is_file()
+    assert (home / "docker" / "Dockerfile").is_file()  # what docker compose up --build builds from
     assert os.access(home / "deploy" / "systemd" / "ai-bot-start.sh", os.X_OK)
     assert not (home / ".git").exists() and not (home / ".venv").exists() and not (home / ".env").exists()
     etc = root / "etc" / "ai-bot"

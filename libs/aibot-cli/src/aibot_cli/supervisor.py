@@ -17,14 +17,7 @@ from pathlib import Path
 
 import httpx
 
-# Every service, its module and its HTTP port (the same defaults as in each service's app.py).
-SERVICES: dict[str, tuple[str, int]] = {
-    "ingress-telegram": ("aibot_ingress_telegram", 8081),
-    "ingress-feishu": ("aibot_ingress_feishu", 8082),
-    "core-llm": ("aibot_core_llm", 8083),
-    "asr-worker": ("aibot_asr_worker", 8084),
-    "renderer": ("aibot_renderer", 8085),
-}
+from aibot_common import catalog
 
 
 @dataclass
@@ -39,7 +32,7 @@ class ServiceProcess:
 
     @property
     def module(self) -> str:
-        return SERVICES[self.name][0]
+        return catalog.service(self.name).module
 
     @property
     def url(self) -> str:
@@ -95,7 +88,7 @@ class Supervisor:
 
     def add(self, name: str, port: int | None = None, env: dict[str, str] | None = None) -> ServiceProcess:
         index = sum(1 for p in self.processes if p.name == name)
-        port = port or SERVICES[name][1]
+        port = port or catalog.service(name).port  # an unknown name fails here, listing the known ones
         log_path = self.log_dir / (f"{name}.log" if index == 0 else f"{name}-{index}.log")
         process = ServiceProcess(
             name=name, port=port, env={**self.env, **(env or {})}, log_path=log_path, instance=index

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from aibot_common import telemetry
+from aibot_common import catalog, telemetry
 from aibot_common.kafka import ensure_topics, make_producer
 from aibot_common.settings import ConfigError, Settings, load_settings
 
@@ -186,9 +186,10 @@ async def background(*coroutines: Coroutine[Any, Any, None], name: str) -> Async
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def run_service(name: str, create_app: Callable[[Settings], FastAPI], default_port: int) -> None:
+def run_service(name: str, create_app: Callable[[Settings], FastAPI]) -> None:
     """The `__main__` of every service: settings, telemetry, app, serve. A configuration that cannot
-    work stops the process at once with a readable message (exit 2), before anything starts."""
+    work stops the process at once with a readable message (exit 2), before anything starts. The
+    port, unless configured (AIBOT_HTTP__PORT), is the service's in the catalog."""
     settings = prepare(name)
     try:
         app = create_app(settings)
@@ -196,4 +197,4 @@ def run_service(name: str, create_app: Callable[[Settings], FastAPI], default_po
         log.critical("%s: %s", name, exc)
         print(f"ai-bot {name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    serve(app, settings, default_port)
+    serve(app, settings, catalog.service(name).port)

@@ -1,9 +1,9 @@
-from aibot_asr_worker.app import DEFAULT_PORT, create_app
+from aibot_asr_worker.app import create_app
 from aibot_common.service import run_service
 
 
 def main() -> None:
-    run_service("asr-worker", create_app, DEFAULT_PORT)
+    run_service("asr-worker", create_app)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from aibot_common.settings import AsrSettings, Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.topics import GROUP_ASR, consumed_by
 
-DEFAULT_PORT = 8084
 log = logging.getLogger(__name__)
 
 

@@ -23,8 +23,6 @@ from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, consumed_by
 from aibot_core_llm.handler import ConversationState, handle
 from aibot_core_llm.llm import ChatModel, OpenAICompatibleModel
 
-DEFAULT_PORT = 8083
-
 
 def make_handler(model: ChatModel, settings: Settings) -> Handler:
     async def handle_message(envelope: Envelope, stored: Any) -> Outcome:

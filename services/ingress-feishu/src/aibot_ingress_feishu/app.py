@@ -34,7 +34,6 @@ from aibot_ingress_feishu.security import Credentials, Refused, open_callback
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8082
 # Feishu gives up on an answer after 3 s: a stuck broker must become a 503 (and a re-send) before that.
 ACK_TIMEOUT_S = 2.5
 MAX_BODY_BYTES = 1024 * 1024  # events are a few KB; anything bigger is not Feishu

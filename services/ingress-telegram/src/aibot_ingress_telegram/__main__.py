@@ -1,9 +1,9 @@
 from aibot_common.service import run_service
-from aibot_ingress_telegram.app import DEFAULT_PORT, create_app
+from aibot_ingress_telegram.app import create_app
 
 
 def main() -> None:
-    run_service("ingress-telegram", create_app, DEFAULT_PORT)
+    run_service("ingress-telegram", create_app)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from aibot_ingress_telegram.handler import BotIdentity, handle_update
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8081
 ACK_TIMEOUT_S = 10.0  # Telegram waits longer, but a stuck broker must turn into a retry, not a hang.
 
 

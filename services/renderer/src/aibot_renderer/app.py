@@ -23,8 +23,6 @@ from aibot_common.topics import GROUP_RESPONSE_PROCESSOR, GROUP_SENDER, RENDERER
 from aibot_renderer.handler import PlatformSender, deliver, process_reply
 from aibot_renderer.telegram_sender import TelegramSender
 
-DEFAULT_PORT = 8085
-
 
 def make_processor(settings: Settings) -> Handler:
     async def handle_reply(reply: Envelope, _stored: Any) -> Outcome:
