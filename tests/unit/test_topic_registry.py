@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import pytest
 
 from aibot_asr_worker.handler import handle as handle_voice_note
+from aibot_common.catalog import NAMES
 from aibot_common.envelope import Conversation, Envelope, Kind, Platform, TextPart
 from aibot_common.outcome import Outcome
 from aibot_common.settings import RendererSettings
@@ -98,7 +99,7 @@ def _listed(role: str, service: str) -> set[str]:
     return {t.name for t in ALL_TOPICS if service in getattr(t, role)}
 
 
-@pytest.mark.parametrize("service", ["ingress-telegram", "ingress-feishu", "core-llm", "asr-worker", "renderer"])
+@pytest.mark.parametrize("service", NAMES)
 async def test_the_producers_listed_are_the_services_that_emit_there(service: str) -> None:
     emitted = (await _emitted_by_service())[service]
     if service in STAGE_SERVICES:
