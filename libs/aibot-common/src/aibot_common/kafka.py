@@ -120,6 +120,18 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[Topic] = ALL_T
     raise RuntimeError(f"could not create topics on {settings.bootstrap_servers}: {last_error}")
 
 
+async def topic_partitions(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> dict[str, list[int]]:
+    """The partition ids of each of `topics` that exists (asked of the broker, not a client's cache:
+    Apache Kafka tells a client with no subscription about no topic at all). All topics are asked
+    for, never the names themselves, so a missing one is not created by the broker's auto-creation."""
+    wanted = set(topics)
+    return {
+        t["topic"]: sorted(p["partition"] for p in t["partitions"])
+        for t in await admin.describe_topics()
+        if t["topic"] in wanted and t["error_code"] == 0
+    }
+
+
 async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
     """Produce records and wait until the broker acknowledged every one of them."""
     futures = []
