@@ -30,8 +30,14 @@ def make_app(args: argparse.Namespace) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as model, httpx.AsyncClient(timeout=30) as telegram:
+        # The same pool sizes as the product's (core-llm: one connection per call in flight; renderer:
+        # 16 to the Bot API), so neither side is handicapped by connection churn.
+        model_pool = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+        telegram_pool = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+        async with (
+            httpx.AsyncClient(timeout=60, limits=model_pool) as model,
+            httpx.AsyncClient(timeout=30, limits=telegram_pool) as telegram,
+        ):
             clients.update(model=model, telegram=telegram)
             webhook = {"url": f"http://127.0.0.1:{args.port}/webhook", "secret_token": SECRET, "max_connections": 100}
             (await telegram.post(f"{api}/setWebhook", json=webhook)).raise_for_status()
