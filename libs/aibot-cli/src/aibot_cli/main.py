@@ -46,11 +46,12 @@ def cmd_lag(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     from aibot_common.kafka import ensure_topics
+    from aibot_common.service import pipeline_topics
     from aibot_common.topics import ALL_TOPICS, CONSUMPTION
 
     settings = load_settings()
     if args.action == "create":
-        asyncio.run(ensure_topics(settings.kafka))
+        asyncio.run(ensure_topics(settings.kafka, pipeline_topics(settings)))
         print(
             f"{len(ALL_TOPICS)} topics present on {settings.kafka.bootstrap_servers} "
             f"({settings.kafka.partitions} partitions each)"

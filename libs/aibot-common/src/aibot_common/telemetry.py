@@ -68,6 +68,9 @@ CONSUMER_GROUP_MEMBERS = Gauge("aibot_consumer_group_members", "Consumers in the
 CONSUMER_GROUP_NO_CONSUMER = Gauge(
     "aibot_consumer_group_no_consumer", "1 when no consumer is running in the group", ["group"]
 )
+# Refused before any handler ran (rate limit, body size): counted, never logged one line each, so a
+# flood cannot become a log flood.
+HTTP_REFUSED = Counter("aibot_http_refused_total", "HTTP requests refused by the request guard", ["service", "reason"])
 LAG_LAST_REFRESH = Gauge(
     "aibot_lag_last_refresh_timestamp_seconds", "When the lag exporter last read the broker successfully"
 )
@@ -96,6 +99,7 @@ METRIC_NAMES = {
         CONSUMER_GROUP_MEMBERS,
         CONSUMER_GROUP_NO_CONSUMER,
         LAG_LAST_REFRESH,
+        HTTP_REFUSED,
     )
 }
 
