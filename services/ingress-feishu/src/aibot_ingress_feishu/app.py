@@ -40,6 +40,77 @@ IDENTITY_RETRY_S = (2.0, 300.0)  # first and longest wait between attempts to le
 PLATFORM = Platform.FEISHU.value
 
 
+_EVENT = {
+    "type": "object",
+    "properties": {
+        "schema": {"type": "string"},
+        "header": {
+            "type": "object",
+            "properties": {
+                "event_id": {"type": "string"},
+                "event_type": {"type": "string"},
+                "create_time": {"type": "string"},
+                "token": {"type": "string"},
+            },
+        },
+        "event": {
+            "type": "object",
+            "properties": {
+                "sender": {
+                    "type": "object",
+                    "properties": {
+                        "sender_id": {"type": "object", "properties": {"open_id": {"type": "string"}}},
+                        "sender_type": {"type": "string"},
+                    },
+                },
+                "message": {
+                    "type": "object",
+                    "properties": {
+                        "message_id": {"type": "string"},
+                        "chat_id": {"type": "string"},
+                        "chat_type": {"type": "string"},
+                        "message_type": {"type": "string"},
+                        "content": {"type": "string"},
+                    },
+                },
+            },
+        },
+        "challenge": {"type": "string"},
+        "type": {"type": "string"},
+        "token": {"type": "string"},
+    },
+}
+# The callback's request in the service's OpenAPI document (what the schemathesis tests generate
+# from; the document itself is not served): Feishu's encrypted form or its plaintext event.
+EVENTS_OPENAPI = {
+    "parameters": [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+        for name in ("X-Lark-Request-Timestamp", "X-Lark-Request-Nonce", "X-Lark-Signature")
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "object", "properties": {"encrypt": {"type": "string"}}, "required": ["encrypt"]},
+                        _EVENT,
+                    ]
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {"description": "taken (on Kafka), or the URL check's challenge"},
+        "400": {"description": "signed by Feishu but unreadable"},
+        "401": {"description": "not known to be from Feishu (one answer for every reason)"},
+        "413": {"description": "body too large"},
+        "429": {"description": "rate limited"},
+        "503": {"description": "broker unavailable; Feishu sends again"},
+    },
+}
+
+
 def credentials(config: FeishuConfig) -> Credentials:
     if config.verification_token is None or not config.verification_token.get_secret_value():
         raise ConfigError(
@@ -161,7 +232,7 @@ def create_app(settings: Settings) -> FastAPI:
         return _answer(status, {"msg": reason})
 
     # The body limit (security.max_body_bytes, counted as read) is the request guard's, in front of this.
-    @app.post(config.event_path)
+    @app.post(config.event_path, openapi_extra=EVENTS_OPENAPI)
     async def events(request: Request) -> Response:
         body = await request.body()
         try:
