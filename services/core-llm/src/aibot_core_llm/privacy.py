@@ -11,6 +11,9 @@
   not stored.
 - `off`: sent as it is.
 
+Erasure lives here too: `/forget` (the user) and an operator's erasure request (aibot_common.erasure)
+become a tombstone for the conversation's state, before the handler or the model sees anything.
+
 It wraps the stage's handler (see `guard`), so core-llm's handler itself knows nothing of it.
 """
 
@@ -22,8 +25,10 @@ from typing import Any
 
 from aibot_common import pii
 from aibot_common.envelope import Envelope, TextPart
+from aibot_common.erasure import FORGET_COMMAND, is_erasure_request
 from aibot_common.outcome import Handler, Outcome
 from aibot_common.settings import PrivacySettings
+from aibot_common.state import TOMBSTONE
 from aibot_core_llm.handler import reply
 
 log = logging.getLogger(__name__)
@@ -61,12 +66,30 @@ def restore_envelope(envelope: Envelope, values: dict[str, str]) -> Envelope:
     return envelope.model_copy(update={"parts": parts, "meta": meta})
 
 
+FORGOTTEN_TEXT = "Done: I have erased our conversation and everything I kept about it."
+
+
+def erase(envelope: Envelope) -> Outcome | None:
+    """A tombstone for an erasure request or `/forget`; None for any other message."""
+    if is_erasure_request(envelope):
+        log.info("conversation erased on request", extra={"requested_by": envelope.meta.get("erase")})
+        return Outcome(state=TOMBSTONE)
+    words = envelope.text().split()
+    if words and words[0].lower() == FORGET_COMMAND:
+        log.info("conversation erased by /forget")
+        return Outcome(emit=[reply(envelope, FORGOTTEN_TEXT)], state=TOMBSTONE)
+    return None
+
+
 def guard(handler: Handler, config: PrivacySettings) -> Handler:
-    """The stage's handler behind the deployment's privacy mode."""
-    if config.mode == "off":
-        return handler
+    """The stage's handler behind erasure and the deployment's privacy mode."""
 
     async def guarded(envelope: Envelope, stored: Any) -> Outcome:
+        erased = erase(envelope)
+        if erased is not None:
+            return erased
+        if config.mode == "off":
+            return await handler(envelope, stored)
         masked_envelope, masked = mask_envelope(envelope, config)
         if not masked.values:
             return await handler(envelope, stored)
