@@ -228,3 +228,23 @@ async def test_the_real_server_cuts_a_chunked_upload(unused_tcp_port: int) -> No
     finally:
         server.should_exit = True
         await task
+
+
+def test_every_service_app_is_guarded_with_the_deployments_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from aibot_common import catalog
+    from aibot_common.service import RequestGuard
+
+    security = SecuritySettings(max_body_bytes=4321)
+    settings = Settings(
+        telegram={"bot_token": "123456:unit-token"},
+        feishu={"enabled": True, "app_id": "cli_x", "app_secret": "s", "verification_token": "t", "encrypt_key": "k"},
+        models=[{"name": "m", "type": "llm", "endpoint": "http://127.0.0.1:1/v1"}, {"name": "w", "type": "asr"}],
+        security=security,
+    )
+    for name in catalog.NAMES:
+        module = importlib.import_module(f"{catalog.service(name).module}.app")
+        app = module.create_app(settings)
+        (guard,) = [m for m in app.user_middleware if m.cls is RequestGuard]
+        assert guard.kwargs["config"] == security, name

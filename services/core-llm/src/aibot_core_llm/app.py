@@ -61,4 +61,4 @@ def create_app(settings: Settings) -> FastAPI:
                 status.health, status.runners = health, runners
                 yield
 
-    return create_service_app("core-llm", lifespan, status.ready)
+    return create_service_app("core-llm", lifespan, status.ready, settings.security)
