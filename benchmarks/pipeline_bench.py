@@ -158,6 +158,8 @@ def product(fakes: Fakes, bootstrap: str, args: argparse.Namespace) -> Iterator[
         "AIBOT_TELEGRAM__MESSAGES_PER_SECOND": str(args.telegram_rate),
         "AIBOT_MODELS": json.dumps([{"name": "fake", "type": "llm", "endpoint": fakes.llm}]),
         "AIBOT_OBSERVABILITY__LOG_LEVEL": "WARNING",
+        # A load test from one address: the per-IP limit (100/s) would measure itself, not the pipeline.
+        "AIBOT_SECURITY__RATE_LIMIT__ENABLED": "false",
     }
     supervisor = Supervisor(log_dir=Path(tempfile.mkdtemp(prefix="aibot-bench-")), env=env)
     supervisor.add("ingress-telegram", ingress_port)

@@ -22,6 +22,7 @@ from aibot_common.state import ChangelogTable
 from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, consumed_by
 from aibot_core_llm.handler import ConversationState, handle
 from aibot_core_llm.llm import ChatModel, OpenAICompatibleModel
+from aibot_core_llm.privacy import guard
 
 
 def make_handler(model: ChatModel, settings: Settings) -> Handler:
@@ -52,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
                 name="core-llm",
                 group_id=GROUP_CORE,
                 topics=consumed_by(GROUP_CORE),
-                handler=make_handler(model, settings),
+                handler=guard(make_handler(model, settings), settings.privacy),  # personal data masked
                 max_in_flight=settings.core.max_in_flight,
                 table=table,
             )
@@ -60,4 +61,4 @@ def create_app(settings: Settings) -> FastAPI:
                 status.health, status.runners = health, runners
                 yield
 
-    return create_service_app("core-llm", lifespan, status.ready)
+    return create_service_app("core-llm", lifespan, status.ready, settings.security)
