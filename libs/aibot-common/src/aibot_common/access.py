@@ -336,7 +336,7 @@ def notice(conversation: str, subject: str, envelope_id: str, code: str | None, 
 # ---------------------------------------------------------------- Kafka
 
 
-def _record(topic: Topic, key: str, value: dict[str, Any] | None) -> OutRecord:
+def topic_record(topic: Topic, key: str, value: dict[str, Any] | None) -> OutRecord:
     encoded = None if value is None else json.dumps(value, separators=(",", ":")).encode()
     return OutRecord(topic=topic.name, key=key, value=encoded, partition=0)
 
@@ -413,7 +413,7 @@ class AccessStore:
         """Produce the change and its audit entry, wait for the broker, then apply it here at once
         (the other replicas apply it from the topic; applying the same record twice is harmless)."""
         records = change.all_records(_now())
-        await send_all(self._producer, [_record(ACCESS, k, v) for k, v in records])
+        await send_all(self._producer, [topic_record(ACCESS, k, v) for k, v in records])
         for key, value in records:
             self.state.apply(key, value)
 
@@ -428,7 +428,7 @@ async def write_changes(kafka: KafkaSettings, changes: Iterable[Change], client_
     await producer.start()
     try:
         at = _now()
-        records = [_record(ACCESS, k, v) for change in changes for k, v in change.all_records(at)]
+        records = [topic_record(ACCESS, k, v) for change in changes for k, v in change.all_records(at)]
         await send_all(producer, records)
     finally:
         await producer.stop()

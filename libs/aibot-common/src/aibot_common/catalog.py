@@ -32,6 +32,8 @@ class ServiceSpec:
     public: bool = False  # serves a platform's webhook: reachable from the internet through the proxy/Ingress
     platform: str | None = None  # an ingress runs only while this platform is enabled (config `<platform>.enabled`)
     gpu: bool = False  # has the CUDA image variant (docker/Dockerfile with VARIANT=cuda) and the chart's GPU pool
+    # A second HTTP port for the admin API (core-llm): never public, reachable inside the cluster only.
+    admin_port: int | None = None
 
     @property
     def package(self) -> str:
@@ -53,7 +55,7 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("ingress-telegram", "aibot_ingress_telegram", 8081, public=True, platform="telegram"),
     ServiceSpec("ingress-feishu", "aibot_ingress_feishu", 8082, public=True, platform="feishu"),
-    ServiceSpec("core-llm", "aibot_core_llm", 8083),
+    ServiceSpec("core-llm", "aibot_core_llm", 8083, admin_port=8086),
     ServiceSpec("asr-worker", "aibot_asr_worker", 8084, gpu=True),
     ServiceSpec("renderer", "aibot_renderer", 8085),
 )
