@@ -70,6 +70,31 @@ class Caller:
         return f"token:{self.name}"
 
 
+def caller(minimum: Role) -> Callable[..., Awaitable[Caller]]:
+    """The dependency that lets a call through with a token of `minimum` or a higher role."""
+
+    async def check(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    ) -> Caller:
+        store: AccessWriter = request.app.state.access
+        stored = store.state.records.get(f"token/{hash_token(credentials.credentials)}") if credentials else None
+        if stored is None or stored.get("revoked"):
+            log.warning("admin API: refused an unauthenticated %s %s", request.method, request.url.path)
+            raise HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
+        who = Caller(stored.get("name", "unnamed"), Role(stored["role"]))
+        if not who.role.implies(minimum):
+            log.warning("admin API: %s (%s) may not %s %s", who.actor, who.role, request.method, request.url.path)
+            raise HTTPException(403, "forbidden")
+        return who
+
+    return check
+
+
+Admin = Annotated[Caller, Depends(caller(Role.ADMIN))]
+Developer = Annotated[Caller, Depends(caller(Role.DEVELOPER))]
+User = Annotated[Caller, Depends(caller(Role.USER))]
+
+
 def create_admin_app(
     store: AccessWriter, usage: UsageCounter, models: tuple[str, ...], ready: Callable[[], bool]
 ) -> FastAPI:
@@ -80,30 +105,11 @@ def create_admin_app(
     # The shared factory, so the service-wide middleware (body size, rate limit) applies here too.
     app = create_service_app("core-llm-admin", lifespan, ready)
     app.title = "ai-bot admin API"
+    app.state.access = store
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi() -> dict[str, Any]:
         return app.openapi()
-
-    def caller(minimum: Role) -> Callable[..., Awaitable[Caller]]:
-        async def check(
-            request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-        ) -> Caller:
-            stored = store.state.records.get(f"token/{hash_token(credentials.credentials)}") if credentials else None
-            if stored is None or stored.get("revoked"):
-                log.warning("admin API: refused an unauthenticated %s %s", request.method, request.url.path)
-                raise HTTPException(401, "unauthorized", headers={"WWW-Authenticate": "Bearer"})
-            who = Caller(stored.get("name", "unnamed"), Role(stored["role"]))
-            if not who.role.implies(minimum):
-                log.warning("admin API: %s (%s) may not %s %s", who.actor, who.role, request.method, request.url.path)
-                raise HTTPException(403, "forbidden")
-            return who
-
-        return check
-
-    Admin = Annotated[Caller, Depends(caller(Role.ADMIN))]
-    Developer = Annotated[Caller, Depends(caller(Role.DEVELOPER))]
-    User = Annotated[Caller, Depends(caller(Role.USER))]
 
     async def audited(who: Caller, action: str, target: str, change: Change | None = None) -> None:
         """Write the change (audited), or for a read an audit entry of its own."""
