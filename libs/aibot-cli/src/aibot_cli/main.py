@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 
+from aibot_cli import admin
 from aibot_common.settings import ConfigError, load_settings
 
 
@@ -103,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch this (topic, group) instead of the pipeline's own (repeatable)",
     )
     lag.set_defaults(func=cmd_lag)
+    admin.add_parser(sub)
     return parser
 
 

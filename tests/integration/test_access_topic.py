@@ -1,0 +1,77 @@
+"""The access state and quota counters on a real broker: what one replica writes, another sees within
+seconds, a restarted replica reads it back, and the CLI's writes land in the same topic."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from aibot_common import access
+from aibot_common.access import AccessStore, Role, read_state, write_changes
+from aibot_common.kafka import ensure_topics, make_producer
+from aibot_common.settings import AccessSettings, KafkaSettings
+from aibot_common.topics import ACCESS, ACCESS_USAGE
+from aibot_core_llm.quota import UsageCounter
+
+pytestmark = pytest.mark.integration
+
+
+async def _eventually(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "not seen in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_grant_through_one_replica_is_seen_by_another_and_after_a_restart(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(kafka, [ACCESS, ACCESS_USAGE])
+    producer = make_producer(kafka, "test-access")
+    await producer.start()
+    settings = AccessSettings.model_validate({"policy": {"telegram": {"private": "allowlist"}}})
+    one, two = (AccessStore(settings, kafka, producer, f"test-{n}") for n in (1, 2))
+    subject = f"telegram:{unique}"
+    try:
+        await one.follower.start()
+        await two.follower.start()
+        await one.write(access.grant("telegram:admin", subject, Role.DEVELOPER))
+        assert one.state.bound_role(subject, subject) is Role.DEVELOPER  # the writer at once
+        await _eventually(lambda: two.state.bound_role(subject, subject) is Role.DEVELOPER)
+        await two.write(access.revoke("telegram:admin", subject))
+        await _eventually(lambda: one.state.bound_role(subject, subject) is None)
+        # The CLI writes without a running service; a fresh reader (a restart) sees all of it.
+        await write_changes(kafka, [access.grant("cli:test", subject, Role.ADMIN)])
+        restarted = await read_state(kafka, settings)
+        assert restarted.bound_role(subject, subject) is Role.ADMIN
+        audit = [(e["actor"], e["action"]) for e in restarted.audit if e["target"] == subject]
+        assert audit == [("telegram:admin", "grant"), ("telegram:admin", "revoke"), ("cli:test", "grant")]
+    finally:
+        await one.follower.stop()
+        await two.follower.stop()
+        await producer.stop()
+
+
+async def test_usage_counted_by_two_replicas_adds_up_on_both(kafka_bootstrap: str, unique: str) -> None:
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    await ensure_topics(kafka, [ACCESS, ACCESS_USAGE])
+    producer = make_producer(kafka, "test-usage")
+    await producer.start()
+    one, two = UsageCounter(kafka, producer, "test-1"), UsageCounter(kafka, producer, "test-2")
+    subject = f"telegram:{unique}"
+    try:
+        await one.follower.start()
+        await two.follower.start()
+        await one.add([subject], 100)
+        await two.add([subject], 40)
+        await one.add([subject], 1)
+        for counter in (one, two):
+            await _eventually(lambda c=counter: c.today(subject).tokens == 141)
+            assert counter.today(subject).messages == 3
+    finally:
+        await one.follower.stop()
+        await two.follower.stop()
+        await producer.stop()
