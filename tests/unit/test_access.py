@@ -8,6 +8,7 @@ import pytest
 
 from aibot_common import access
 from aibot_common.access import AccessState, Role, hash_token, valid_subject
+from aibot_common.envelope import Platform
 from aibot_common.settings import AccessSettings, load_settings
 from tests.unit.access_helpers import MemoryStore, text
 
@@ -30,15 +31,12 @@ def test_without_an_access_block_everyone_may_talk_as_a_user() -> None:
 
 
 def test_allowlist_refuses_strangers_and_lets_seeded_bindings_in() -> None:
-    state = AccessState(
-        seed=settings(policy={"telegram": {"private": "allowlist"}}, bindings=[{"subject": "telegram:7", "role": "admin"}])
-    )
+    seeded = settings(policy={"telegram": {"private": "allowlist"}}, bindings=[{"subject": "telegram:7", "role": "admin"}])
+    state = AccessState(seed=seeded)
     assert state.decide(text("hi", user="8")).reason == "allowlist"
     admin = state.decide(text("hi", user="7"))
     assert admin.allowed and admin.role is Role.ADMIN and admin.bound
     # Feishu keeps its own (default, open) policy.
-    from aibot_common.envelope import Platform
-
     assert state.decide(text("hi", user="ou_1", platform=Platform.FEISHU)).allowed
 
 

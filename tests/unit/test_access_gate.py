@@ -49,7 +49,7 @@ async def test_with_the_default_policy_everyone_reaches_the_model() -> None:
 
 
 async def test_a_stranger_in_allowlist_mode_is_told_once_and_the_model_gets_nothing() -> None:
-    g, models, store = gate(policy={"telegram": {"private": "allowlist"}})
+    g, models, _ = gate(policy={"telegram": {"private": "allowlist"}})
     before = telemetry.ACCESS_REFUSED.labels(platform="telegram", reason="allowlist")._value.get()
     first, state = await say(g, text("hello", user="99"))
     assert len(first) == 1 and "not on its list" in first[0] and "telegram:99" in first[0]
@@ -78,6 +78,7 @@ async def test_pairing_gives_a_code_an_admin_approves_and_then_the_user_is_answe
     assert "telegram:99 may now use" in approved
     assert (await say(g, text("hello", user="99")))[0] == ["main answers"]
     assert [c.action for c in store.changes if c.audited] == ["pairing", "approve"]
+    assert len(models["main"].calls) == 1  # only the approved user's message
 
 
 async def test_a_user_cannot_approve_or_grant_and_is_told_why() -> None:
@@ -107,7 +108,7 @@ async def test_an_admin_grants_and_revokes_roles() -> None:
 
 
 async def test_a_developer_switches_this_chats_model_and_the_next_request_goes_there() -> None:
-    g, models, store = gate(bindings=[{"subject": "telegram:5", "role": "developer"}])
+    g, models, _ = gate(bindings=[{"subject": "telegram:5", "role": "developer"}])
     (listing,), _ = await say(g, text("/model", user="5"))
     assert "* main" in listing and "  other" in listing
     (answer,), _ = await say(g, text("/model use other", user="5"))
