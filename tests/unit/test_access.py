@@ -31,11 +31,12 @@ def test_without_an_access_block_everyone_may_talk_as_a_user() -> None:
 
 
 def test_allowlist_refuses_strangers_and_lets_seeded_bindings_in() -> None:
-    seeded = settings(policy={"telegram": {"private": "allowlist"}}, bindings=[{"subject": "telegram:7", "role": "admin"}])
+    admin = [{"subject": "telegram:7", "role": "admin"}]
+    seeded = settings(policy={"telegram": {"private": "allowlist"}}, bindings=admin)
     state = AccessState(seed=seeded)
     assert state.decide(text("hi", user="8")).reason == "allowlist"
-    admin = state.decide(text("hi", user="7"))
-    assert admin.allowed and admin.role is Role.ADMIN and admin.bound
+    decision = state.decide(text("hi", user="7"))
+    assert decision.allowed and decision.role is Role.ADMIN and decision.bound
     # Feishu keeps its own (default, open) policy.
     assert state.decide(text("hi", user="ou_1", platform=Platform.FEISHU)).allowed
 
