@@ -219,6 +219,7 @@ Feishu and Kafka secrets are environment variables that override the file.
   "renderer" (include "ai-bot.compact" $v.config.renderer | fromYaml)
   "asr" (include "ai-bot.compact" $v.config.asr | fromYaml)
   "observability" (include "ai-bot.compact" $v.config.observability | fromYaml) -}}
+{{- if $v.config.access }}{{ $_ := set $config "access" $v.config.access }}{{ end -}}
 {{- toYaml $config }}
 {{- end }}
 

@@ -78,13 +78,15 @@ def chart_fragment() -> str:
         "#   uv run python -m aibot_common.catalog chart > charts/ai-bot/files/services.yaml",
         "# name: component label and Deployment suffix; key: its values block; port: HTTP (probes, metrics,",
         "# webhook); public: serves a webhook (Ingress, NetworkPolicy); platform: runs only while",
-        "# config.<platform>.enabled; gpu: has the CUDA image and the GPU pool settings.",
+        "# config.<platform>.enabled; gpu: has the CUDA image and the GPU pool settings; adminPort: the",
+        "# admin API's port (0: none), a ClusterIP port never routed by the webhook Ingress.",
     ]
     for s in SERVICES:
         platform = s.platform or '""'
         lines.append(
             f"- {{name: {s.name}, key: {s.values_key}, port: {s.port}, module: {s.module}, "
-            f"public: {str(s.public).lower()}, platform: {platform}, gpu: {str(s.gpu).lower()}}}"
+            f"public: {str(s.public).lower()}, platform: {platform}, gpu: {str(s.gpu).lower()}, "
+            f"adminPort: {s.admin_port or 0}}}"
         )
     return "\n".join(lines) + "\n"
 
