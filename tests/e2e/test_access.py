@@ -54,7 +54,8 @@ class AccessPipeline:
             return await client.request(method, path, headers=headers, **kwargs)
 
     def prompts(self, llm: FakeLLM) -> list[str]:
-        return [m["content"] for r in llm.requests for m in r["messages"] if m["role"] == "user"]
+        """What each request to this model asked (its last message; the history comes before it)."""
+        return [r["messages"][-1]["content"] for r in llm.requests]
 
 
 async def _wait_http(url: str, timeout_s: float) -> None:
