@@ -42,6 +42,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from aibot_common.envelope import ChatType, Envelope
 from aibot_common.kafka import OutRecord, make_consumer, send_all
@@ -135,7 +136,13 @@ class AccessState:
 
     # ------------------------------------------------------------ updates
 
+    # The bindings in force, worked out again only after a binding record changed: decide() runs
+    # for every message, the records change rarely.
+    _bindings: dict[tuple[str, str | None], Role] | None = field(default=None, repr=False)
+
     def apply(self, key: str, value: dict[str, Any] | None) -> None:
+        if key.startswith("binding/"):
+            self._bindings = None
         if key.startswith("audit/"):
             if value is not None:
                 self.audit.append(value)
@@ -157,6 +164,11 @@ class AccessState:
 
     def bindings(self) -> dict[tuple[str, str | None], Role]:
         """Every binding in force: (subject, chat or None) -> role; revocations applied."""
+        if self._bindings is None:
+            self._bindings = self._work_out_bindings()
+        return dict(self._bindings)
+
+    def _work_out_bindings(self) -> dict[tuple[str, str | None], Role]:
         found: dict[tuple[str, str | None], Role] = {(b.subject, b.chat): Role(b.role) for b in self.seed.bindings}
         for key, value in self.records.items():
             if key.startswith("binding/"):
@@ -392,7 +404,13 @@ class TopicFollower:
     async def _follow(self) -> None:
         assert self._consumer is not None
         while True:
-            batches = await self._consumer.getmany(timeout_ms=1000)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1000)
+            except KafkaError as exc:
+                # The broker is away: keep the state we have and try again (aiokafka reconnects).
+                log.warning("following %s failed, retrying: %s", self.topic.name, exc)
+                await asyncio.sleep(1.0)
+                continue
             for messages in batches.values():
                 for message in messages:
                     self._apply(message)
