@@ -4,7 +4,12 @@ seconds, a restarted replica reads it back, and the CLI's writes land in the sam
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +21,8 @@ from aibot_common.topics import ACCESS, ACCESS_USAGE
 from aibot_core_llm.quota import UsageCounter
 
 pytestmark = pytest.mark.integration
+
+AI_BOT = str(Path(sys.executable).parent / "ai-bot")
 
 
 async def _eventually(condition, timeout_s: float = 10.0) -> None:
@@ -75,3 +82,31 @@ async def test_usage_counted_by_two_replicas_adds_up_on_both(kafka_bootstrap: st
         await one.follower.stop()
         await two.follower.stop()
         await producer.stop()
+
+
+def _cli(bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AIBOT_KAFKA__BOOTSTRAP_SERVERS": bootstrap}
+    return subprocess.run([AI_BOT, "admin", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+async def test_the_operator_commands_grant_approve_and_revoke(kafka_bootstrap: str, unique: str) -> None:
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    subject, stranger = f"telegram:{unique}", f"telegram:{unique}9"
+    granted = await asyncio.to_thread(_cli, kafka_bootstrap, "grant", subject, "developer")
+    assert granted.returncode == 0, granted.stderr
+    await write_changes(kafka, [access.notice(stranger, stranger, "tg-x", f"C{unique[:7]}".upper(), 3600)])
+    listed = await asyncio.to_thread(_cli, kafka_bootstrap, "pairings")
+    assert f"C{unique[:7]}".upper() in listed.stdout and stranger in listed.stdout
+    approved = await asyncio.to_thread(_cli, kafka_bootstrap, "approve", f"c{unique[:7]}")
+    assert approved.returncode == 0 and f"approved: {stranger}" in approved.stdout
+    missing = await asyncio.to_thread(_cli, kafka_bootstrap, "approve", "NOSUCHCODE")
+    assert missing.returncode == 1 and "no pending pairing request" in missing.stdout
+    wrong = await asyncio.to_thread(_cli, kafka_bootstrap, "grant", "slack:1", "admin")
+    assert wrong.returncode == 2
+    state = await read_state(kafka, AccessSettings())
+    assert state.bound_role(subject, subject) is Role.DEVELOPER and state.bound_role(stranger, stranger) is Role.USER
+    operator = {e["actor"] for e in state.audit if e["target"] in (subject, stranger) and e["action"] != "pairing"}
+    assert operator == {f"cli:{getpass.getuser()}"}
+    revoked = await asyncio.to_thread(_cli, kafka_bootstrap, "revoke", subject)
+    assert revoked.returncode == 0
+    assert (await read_state(kafka, AccessSettings())).bound_role(subject, subject) is None
