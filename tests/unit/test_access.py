@@ -9,7 +9,7 @@ import pytest
 from aibot_common import access
 from aibot_common.access import AccessState, Role, hash_token, valid_subject
 from aibot_common.envelope import Platform
-from aibot_common.settings import AccessSettings, load_settings
+from aibot_common.settings import AccessSettings, ConfigError, load_settings
 from tests.unit.access_helpers import MemoryStore, text
 
 
@@ -113,3 +113,8 @@ def test_the_access_block_of_the_config_file_is_read(tmp_path, monkeypatch) -> N
     loaded = load_settings().access
     assert loaded.policy["telegram"].private == "pairing" and loaded.bindings[0].role == "admin"
     assert loaded.quotas["user"].messages_per_minute == 5
+
+
+def test_a_misspelt_subject_in_the_config_file_stops_the_service() -> None:
+    with pytest.raises(ConfigError, match=r"access\.bindings\.0\.subject"):
+        load_settings(access={"bindings": [{"subject": "telegram123", "role": "admin"}]})

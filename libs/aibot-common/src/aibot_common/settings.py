@@ -174,6 +174,14 @@ class AccessBindingConfig(_Section):
     role: Literal["admin", "developer", "user"]
     chat: str | None = Field(default=None, description="Only in this conversation (e.g. telegram:-100123).")
 
+    @field_validator("subject")
+    @classmethod
+    def _subject_shape(cls, value: str) -> str:
+        # A misspelt subject would never match anyone: refuse it at start-up instead.
+        if not re.fullmatch(r"(chat:)?(telegram|feishu):[^:\s]+", value):
+            raise ValueError("a subject is telegram:<user id>, feishu:<open_id> or chat:<platform>:<chat id>")
+        return value
+
 
 class AccessSettings(_Section):
     """Who may use the bot (seed of the access topic; see aibot_common.access and docs/access.md)."""
