@@ -110,3 +110,17 @@ async def test_the_operator_commands_grant_approve_and_revoke(kafka_bootstrap: s
     revoked = await asyncio.to_thread(_cli, kafka_bootstrap, "revoke", subject)
     assert revoked.returncode == 0
     assert (await read_state(kafka, AccessSettings())).bound_role(subject, subject) is None
+
+
+async def test_a_token_is_created_listed_and_revoked(kafka_bootstrap: str, unique: str) -> None:
+    kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+    name = f"ops-{unique}"
+    created = await asyncio.to_thread(_cli, kafka_bootstrap, "token", "create", "--role", "developer", "--name", name)
+    token = created.stdout.strip().splitlines()[-1]
+    assert (await read_state(kafka, AccessSettings())).token_role(token) is Role.DEVELOPER
+    assert token not in (await asyncio.to_thread(_cli, kafka_bootstrap, "token", "list")).stdout
+    assert name in (await asyncio.to_thread(_cli, kafka_bootstrap, "token", "list")).stdout
+    revoked = await asyncio.to_thread(_cli, kafka_bootstrap, "token", "revoke", "--name", name)
+    assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+    assert (await read_state(kafka, AccessSettings())).token_role(token) is None
+    assert name not in (await asyncio.to_thread(_cli, kafka_bootstrap, "token", "list")).stdout

@@ -14,7 +14,7 @@ import time
 
 from aibot_common import access
 from aibot_common.access import Role, read_state, valid_subject, write_changes
-from aibot_common.settings import load_settings
+from aibot_common.settings import Settings, load_settings
 
 
 def _actor() -> str:
@@ -27,7 +27,12 @@ def _actor() -> str:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     actor = _actor()
+    if args.admin_command == "token" and args.action in ("list", "revoke"):
+        return _tokens(args, settings, actor)
     if args.admin_command == "token":
+        if not args.role:
+            print("ai-bot: token create needs --role admin|developer|user")
+            return 2
         token = access.new_token()
         name = args.name or f"{args.role}-{time.strftime('%Y%m%d%H%M%S')}"
         asyncio.run(write_changes(settings.kafka, [access.create_token(actor, token, Role(args.role), name)]))
@@ -61,13 +66,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokens(args: argparse.Namespace, settings: Settings, actor: str) -> int:
+    state = asyncio.run(read_state(settings.kafka, settings.access))
+    tokens = {
+        key.removeprefix("token/"): value
+        for key, value in state.records.items()
+        if key.startswith("token/") and not value.get("revoked")
+    }
+    if args.action == "list":
+        for value in sorted(tokens.values(), key=lambda v: v.get("created_at", "")):
+            name, created, by = value.get("name", "?"), value.get("created_at"), value.get("by")
+            print(f"{name:30} {value['role']:10} created {created} by {by}")
+        return 0
+    if not args.name:
+        print("ai-bot: token revoke needs --name (see ai-bot admin token list)")
+        return 2
+    found = [digest for digest, value in tokens.items() if value.get("name") == args.name]
+    if not found:
+        print(f"ai-bot: no token named {args.name!r}")
+        return 1
+    asyncio.run(write_changes(settings.kafka, [access.revoke_token(actor, digest, args.name) for digest in found]))
+    print(f"revoked {len(found)} token(s) named {args.name!r}")
+    return 0
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     admin = sub.add_parser("admin", help="access control: admin API tokens, pairing approvals, role bindings")
     commands = admin.add_subparsers(dest="admin_command", required=True)
-    token = commands.add_parser("token", help="create an admin API token (printed once)")
-    token.add_argument("action", choices=["create"])
-    token.add_argument("--role", required=True, choices=[r.value for r in Role])
-    token.add_argument("--name", help="a name for the audit trail (default: role and time)")
+    token = commands.add_parser("token", help="create (printed once), list or revoke admin API tokens")
+    token.add_argument("action", choices=["create", "list", "revoke"])
+    token.add_argument("--role", choices=[r.value for r in Role], help="the token's role (create)")
+    token.add_argument("--name", help="a name for the audit trail (create; default: role and time), or to revoke")
     approve = commands.add_parser("approve", help="approve a pairing code a user was given")
     approve.add_argument("code")
     commands.add_parser("pairings", help="list the pending pairing requests")

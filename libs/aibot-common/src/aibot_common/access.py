@@ -333,6 +333,12 @@ def create_token(actor: str, token: str, role: Role, name: str) -> Change:
     return Change(actor, "token", name, ((f"token/{hash_token(token)}", value),), {"role": role.value})
 
 
+def revoke_token(actor: str, token_hash: str, name: str) -> Change:
+    """Revoke an API token by its stored hash (the token itself is not known after creation)."""
+    value = {"revoked": True, "name": name, "by": actor, "at": _iso(_now())}
+    return Change(actor, "token-revoke", name, ((f"token/{token_hash}", value),))
+
+
 def notice(conversation: str, subject: str, envelope_id: str, code: str | None, ttl_s: int) -> Change:
     """Remember that a refused subject was told (and, in pairing mode, its pending request)."""
     now = _now()
@@ -382,6 +388,11 @@ class TopicFollower:
         log.info("read %d records of %s", count, self.topic.name)
         self.ready.set()
         self._task = asyncio.create_task(self._follow())
+
+    @property
+    def healthy(self) -> bool:
+        """Read to the end once, and still following (readiness: a stale view must not serve)."""
+        return self.ready.is_set() and self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task is not None:

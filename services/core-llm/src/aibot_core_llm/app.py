@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from aibot_common import catalog
-from aibot_common.access import AccessStore
+from aibot_common.access import AccessStore, TopicFollower
 from aibot_common.envelope import Envelope
 from aibot_common.outcome import Handler, Outcome
 from aibot_common.service import create_service_app, kafka_producer
@@ -69,6 +69,11 @@ async def admin_server(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> FastAPI:
     configured = settings.llm_model()  # fails fast when the models list has no llm
     status = ServiceStatus()
+    followers: list[TopicFollower] = []
+
+    def ready() -> bool:
+        # Also the access views: a replica that stopped following them would enforce stale bindings.
+        return status.ready() and bool(followers) and all(f.healthy for f in followers)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +93,7 @@ def create_app(settings: Settings) -> FastAPI:
             # answer a user that was revoked, nor refuse one that was approved.
             await store.follower.start()
             await usage.follower.start()
+            followers[:] = [store.follower, usage.follower]
             gate = AccessGate(store, usage, dict(models), configured.name, settings.core, settings.access)
             stage = Stage(
                 name="core-llm",
@@ -97,7 +103,7 @@ def create_app(settings: Settings) -> FastAPI:
                 max_in_flight=settings.core.max_in_flight,
                 table=table,
             )
-            admin = create_admin_app(store, usage, tuple(models), status.ready)
+            admin = create_admin_app(store, usage, tuple(models), ready)
             try:
                 async with (
                     running_stages(settings, producer, [stage], "core-llm") as runners,
@@ -109,4 +115,4 @@ def create_app(settings: Settings) -> FastAPI:
                 await usage.follower.stop()
                 await store.follower.stop()
 
-    return create_service_app("core-llm", lifespan, status.ready)
+    return create_service_app("core-llm", lifespan, ready)
