@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aibot_common import access, telemetry
 from aibot_common.access import Role
+from aibot_common.envelope import Platform
 from aibot_common.settings import AccessSettings, CoreSettings, KafkaSettings
 from aibot_core_llm.access_gate import AccessGate
 from aibot_core_llm.handler import ConversationState
@@ -181,3 +182,23 @@ async def test_an_admin_sees_status_and_stats() -> None:
     assert "telegram private: open" in status and "Bindings: 2" in status
     (stats,), _ = await say(g, text("/stats", user=ADMIN))
     assert "telegram:99: 1 messages, 50 tokens" in stats
+
+
+async def test_in_a_group_each_refused_member_is_told_once_and_a_bound_group_is_served() -> None:
+    g, models, _ = gate(policy={"telegram": {"group": "allowlist"}})
+    (told,), state = await say(g, text("hi bot", user="99", chat="-100", group=True))
+    assert "only answer approved users in this group" in told
+    assert (await say(g, text("hi again", user="99", chat="-100", group=True), state))[0] == []
+    (other,), _ = await say(g, text("me too", user="98", chat="-100", group=True), state)
+    assert "telegram:98" in other
+    assert models["main"].calls == []
+    await say(g, text("/grant chat:telegram:-100 user", user=ADMIN, chat="-100", group=True))
+    assert (await say(g, text("now?", user="99", chat="-100", group=True)))[0] == ["main answers"]
+
+
+async def test_feishu_users_are_feishu_subjects() -> None:
+    g, _, _ = gate(policy={"feishu": {"private": "allowlist"}}, bindings=[{"subject": "feishu:ou_a", "role": "user"}])
+    assert (await say(g, text("hi", user="ou_a", platform=Platform.FEISHU)))[0] == ["main answers"]
+    (refused,), _ = await say(g, text("hi", user="ou_b", platform=Platform.FEISHU))
+    assert "feishu:ou_b" in refused
+    assert (await say(g, text("hi", user="42")))[0] == ["main answers"]  # Telegram stays open
