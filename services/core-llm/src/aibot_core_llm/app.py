@@ -89,11 +89,6 @@ def create_app(settings: Settings) -> FastAPI:
             models = {m.name: OpenAICompatibleModel(m, http) for m in settings.models if m.type == "llm"}
             store = AccessStore(settings.access, settings.kafka, producer, "aibot-core-llm")
             usage = UsageCounter(settings.kafka, producer, "aibot-core-llm")
-            # Read the whole access state before the first message: a restarted replica must not
-            # answer a user that was revoked, nor refuse one that was approved.
-            await store.follower.start()
-            await usage.follower.start()
-            followers[:] = [store.follower, usage.follower]
             gate = AccessGate(store, usage, dict(models), configured.name, settings.core, settings.access)
             stage = Stage(
                 name="core-llm",
@@ -105,6 +100,11 @@ def create_app(settings: Settings) -> FastAPI:
             )
             admin = create_admin_app(store, usage, tuple(models), ready)
             try:
+                # Read the whole access state before the first message: a restarted replica must not
+                # answer a user that was revoked, nor refuse one that was approved.
+                await store.follower.start()
+                await usage.follower.start()
+                followers[:] = [store.follower, usage.follower]
                 async with (
                     running_stages(settings, producer, [stage], "core-llm") as runners,
                     admin_server(admin, settings),
