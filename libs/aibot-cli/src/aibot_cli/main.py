@@ -45,6 +45,12 @@ def cmd_lag(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from aibot_cli.dlq import run
+
+    return run(args)
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from aibot_common.kafka import ensure_topics
     from aibot_common.topics import ALL_TOPICS, CONSUMPTION
@@ -104,6 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch this (topic, group) instead of the pipeline's own (repeatable)",
     )
     lag.set_defaults(func=cmd_lag)
+
+    dlq = sub.add_parser("dlq", help="list, show and replay dead letters (records no stage could process)")
+    dlq.add_argument("action", choices=["list", "show", "replay"])
+    dlq.add_argument("ids", nargs="*", metavar="ID", help="dead letters by PARTITION:OFFSET, as `list` prints them")
+    dlq.add_argument("--source", help="only those from this source topic")
+    dlq.add_argument("--reason", help="only those whose reason or error type contains this (any case)")
+    dlq.add_argument("--since", help="only those filed since: 30m, 2h, 7d ago, or an ISO time")
+    dlq.add_argument("--until", help="only those filed until: 30m, 2h, 7d ago, or an ISO time")
+    dlq.add_argument("--all", action="store_true", help="replay: every dead letter (no filter)")
+    dlq.add_argument("--dry-run", action="store_true", help="replay: print what would be replayed, send nothing")
+    dlq.set_defaults(func=cmd_dlq)
+
     admin.add_parser(sub)
     return parser
 

@@ -48,6 +48,10 @@ class KafkaSettings(_Section):
     # Every hop of a reply waits for a fetch to return; a broker that answers an empty fetch only at
     # this deadline (the embedded dev broker does) adds up to this much per hop to a quiet pipeline.
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=30000, description="Longest wait of an empty fetch.")
+    # Static group membership (KIP-345): a replica that dies and comes back under the same id (the pod
+    # name: a container restart keeps it) gets its partitions back with no rebalance, so a kill -9 stalls
+    # only its own partitions, for as long as its restart takes. Must be unique per replica; unset: none.
+    group_instance_id: str | None = Field(default=None, description="Stable id of this replica, e.g. the pod name.")
 
 
 class ModelConfig(_Section):
