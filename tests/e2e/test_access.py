@@ -1,9 +1,11 @@
 """Access control end to end, every service a process: policy, pairing through the admin API, a
 developer's model switch, a refused /grant, a binding seen by every replica, and a quota.
 
-A pipeline of its own (ingress-telegram, two core-llm replicas, the renderer), because these tests
-change the access policy, which the other end-to-end tests' pipeline must keep open. Its policy
-starts open (the default) and each test sets what it needs through the admin API.
+A pipeline of its own (ingress-telegram, two core-llm replicas, the renderer) on a broker of its own
+(the embedded one): these tests change the access policy and set quotas, which the other end-to-end
+tests' pipeline must not see, and the pipeline's topics and consumer groups have fixed names, so on
+the session's broker the two pipelines' replicas would share partitions. Its policy starts open
+(the default) and each test sets what it needs through the admin API.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import httpx
 import pytest
 
 from aibot_cli.supervisor import ServiceProcess, Supervisor
-from aibot_common.testing.broker import free_port
+from aibot_common.testing.broker import EmbeddedBroker, free_port
 from aibot_fakes.llm import FakeLLM
 from aibot_fakes.telegram import FakeTelegram
 from tests.e2e.conftest import READY_TIMEOUT_S, pipeline_env
@@ -72,9 +74,10 @@ async def _wait_http(url: str, timeout_s: float) -> None:
 
 
 @pytest.fixture(scope="module")
-async def access_pipeline(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[AccessPipeline]:
+async def access_pipeline(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AccessPipeline]:
+    log_dir = Path(tmp_path_factory.mktemp("access-logs"))
+    broker = EmbeddedBroker(log_path=log_dir / "broker.log").start()
+    kafka_bootstrap = broker.bootstrap
     telegram, main, second = FakeTelegram(), FakeLLM(), FakeLLM()
     for fake in (telegram, main, second):
         await fake.start()
@@ -97,7 +100,7 @@ async def access_pipeline(
     )
     # The stand-in for the other pipeline's Feishu: not needed here.
     env["AIBOT_FEISHU__ENABLED"] = "false"
-    supervisor = Supervisor(log_dir=Path(tmp_path_factory.mktemp("access-logs")), env=env)
+    supervisor = Supervisor(log_dir=log_dir, env=env)
     supervisor.add("ingress-telegram", ingress_port)
     admin_ports = [free_port(), free_port()]
     for port in admin_ports:
@@ -130,6 +133,7 @@ async def access_pipeline(
         await asyncio.to_thread(supervisor.stop)
         for fake in (telegram, main, second):
             await fake.stop()
+        broker.stop()
         print(f"service logs: {supervisor.log_dir}")
 
 
