@@ -76,7 +76,7 @@ async def _wait_http(url: str, timeout_s: float) -> None:
 @pytest.fixture(scope="module")
 async def access_pipeline(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AccessPipeline]:
     log_dir = Path(tmp_path_factory.mktemp("access-logs"))
-    broker = EmbeddedBroker(log_path=log_dir / "broker.log").start()
+    broker = EmbeddedBroker().start()  # no log file: EmbeddedBroker leaves its handle open
     kafka_bootstrap = broker.bootstrap
     telegram, main, second = FakeTelegram(), FakeLLM(), FakeLLM()
     for fake in (telegram, main, second):
