@@ -98,6 +98,7 @@ def test_config_blocks_name_only_settings_the_services_know() -> None:
         "asr": app_settings.AsrSettings,
         "observability": app_settings.ObservabilitySettings,
         "security": app_settings.SecuritySettings,
+        "access": app_settings.AccessSettings,
     }
     config = SCHEMA["properties"]["config"]["properties"]
     assert set(config) == {*blocks, "models"}

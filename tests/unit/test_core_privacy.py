@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 
 from aibot_common.outcome import Handler
-from aibot_common.settings import PrivacySettings, Settings
+from aibot_common.settings import KafkaSettings, PrivacySettings, Settings
+from aibot_core_llm.access_gate import AccessGate
 from aibot_core_llm.app import make_handler
 from aibot_core_llm.handler import ConversationState
 from aibot_core_llm.privacy import guard
+from aibot_core_llm.quota import UsageCounter
+from tests.unit.access_helpers import MemoryStore
 from tests.unit.test_core_handler import ScriptedModel, message
 
 PHONE, CARD, KEY = "138-1234-5678", "4111 1111 1111 1111", "sk-proj-AbC123dEf456GhI789jKl0"
@@ -23,9 +26,15 @@ class EchoModel(ScriptedModel):
         return await super().complete(messages)
 
 
+def core_handler(model: ScriptedModel, settings: Settings) -> Handler:
+    """core-llm's stage handler as its app composes it: the privacy guard in front of the access gate."""
+    usage = UsageCounter(KafkaSettings(), None, "test")
+    gate = AccessGate(MemoryStore(settings.access), usage, {"m": model}, "m", settings.core, settings.access)
+    return guard(make_handler(gate), settings.privacy)
+
+
 def _handler(model: ScriptedModel, **privacy: object) -> Handler:
-    settings = Settings(privacy=PrivacySettings(**privacy))
-    return guard(make_handler(model, settings), settings.privacy)
+    return core_handler(model, Settings(privacy=PrivacySettings(**privacy)))
 
 
 async def test_the_model_and_the_history_see_placeholders_the_user_sees_the_values() -> None:
@@ -82,5 +91,5 @@ async def test_masking_is_on_by_default() -> None:
     assert Settings().privacy.mode == "mask"
     model = EchoModel()
     settings = Settings()
-    await guard(make_handler(model, settings), settings.privacy)(message(f"call {PHONE}"), ConversationState())
+    await core_handler(model, settings)(message(f"call {PHONE}"), ConversationState())
     assert PHONE not in model.calls[0][-1]["content"]

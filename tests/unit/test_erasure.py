@@ -14,9 +14,9 @@ from aibot_common.runner import Consumed
 from aibot_common.settings import KafkaSettings, Settings
 from aibot_common.state import TOMBSTONE, ChangelogTable
 from aibot_common.topics import CORE_CONVERSATIONS, INBOUND, REPLIES
-from aibot_core_llm.app import make_handler
-from aibot_core_llm.privacy import FORGOTTEN_TEXT, guard
+from aibot_core_llm.privacy import FORGOTTEN_TEXT
 from tests.unit.test_core_handler import ScriptedModel
+from tests.unit.test_core_privacy import core_handler
 from tests.unit.test_runner_retries import _Producer, _runner
 
 
@@ -45,7 +45,7 @@ def _consumed(envelope: Envelope, offset: int) -> Consumed:
 async def test_forget_tombstones_the_users_history(mode: str) -> None:
     settings = Settings(privacy={"mode": mode})
     model = ScriptedModel("noted")
-    handler = guard(make_handler(model, settings), settings.privacy)
+    handler = core_handler(model, settings)
     table = ChangelogTable(CORE_CONVERSATIONS, KafkaSettings(), "test")
     producer = _Producer()
     runner = _runner(handler, producer, table=table)
@@ -61,7 +61,7 @@ async def test_forget_tombstones_the_users_history(mode: str) -> None:
 
 async def test_an_operators_erasure_request_tombstones_without_a_reply() -> None:
     settings = Settings()
-    handler = guard(make_handler(ScriptedModel("ok"), settings), settings.privacy)
+    handler = core_handler(ScriptedModel("ok"), settings)
     outcome = await handler(erasure_request("telegram:1"), {"turns": [], "recent_ids": ["x"]})
     assert outcome.state is TOMBSTONE and list(outcome.emit) == []
     request = erasure_request("feishu:oc_1")

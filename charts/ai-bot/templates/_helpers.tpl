@@ -220,6 +220,7 @@ Feishu and Kafka secrets are environment variables that override the file.
   "asr" (include "ai-bot.compact" $v.config.asr | fromYaml)
   "observability" (include "ai-bot.compact" $v.config.observability | fromYaml)
   "security" (include "ai-bot.compact" $v.config.security | fromYaml) -}}
+{{- if $v.config.access }}{{ $_ := set $config "access" $v.config.access }}{{ end -}}
 {{- toYaml $config }}
 {{- end }}
 

@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 
+from aibot_cli import admin
 from aibot_common.settings import ConfigError, load_settings
 
 
@@ -152,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--all", action="store_true", help="replay: every dead letter (no filter)")
     dlq.add_argument("--dry-run", action="store_true", help="replay: print what would be replayed, send nothing")
     dlq.set_defaults(func=cmd_dlq)
+
+    admin.add_parser(sub)
     return parser
 
 

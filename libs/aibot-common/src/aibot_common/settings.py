@@ -163,6 +163,46 @@ class AsrSettings(_Section):
     max_in_flight: int = Field(default=32, ge=1, description="Voice notes held at once per replica (memory bound).")
 
 
+class QuotaLimits(_Section):
+    """Limits for one role (or for a chat); None is unlimited."""
+
+    messages_per_minute: int | None = Field(default=None, ge=1)
+    tokens_per_day: int | None = Field(default=None, ge=1, description="Prompt + completion tokens, UTC day.")
+
+
+class AccessPolicyConfig(_Section):
+    private: Literal["open", "allowlist", "pairing"] = "open"
+    group: Literal["open", "allowlist", "pairing"] = "open"
+
+
+class AccessBindingConfig(_Section):
+    subject: str = Field(description="telegram:<user id>, feishu:<open_id>, or chat:<platform>:<chat id>.")
+    role: Literal["admin", "developer", "user"]
+    chat: str | None = Field(default=None, description="Only in this conversation (e.g. telegram:-100123).")
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_shape(cls, value: str) -> str:
+        # A misspelt subject would never match anyone: refuse it at start-up instead.
+        if not re.fullmatch(r"(chat:)?(telegram|feishu):[^:\s]+", value):
+            raise ValueError("a subject is telegram:<user id>, feishu:<open_id> or chat:<platform>:<chat id>")
+        return value
+
+
+class AccessSettings(_Section):
+    """Who may use the bot (seed of the access topic; see aibot_common.access and docs/access.md)."""
+
+    # Per platform and chat type. The default, open everywhere, is the behaviour without an access block.
+    policy: dict[Literal["telegram", "feishu"], AccessPolicyConfig] = Field(default_factory=dict)
+    # In a served group: may any member talk (with the group's role), or only users bound themselves?
+    group_members: Literal["any", "bound"] = "any"
+    bindings: list[AccessBindingConfig] = Field(default_factory=list)
+    quotas: dict[Literal["user", "developer", "admin", "chat"], QuotaLimits] = Field(default_factory=dict)
+    pairing_ttl_s: int = Field(default=3600, ge=60, description="How long a pairing code can be approved.")
+    admin_port: int | None = Field(default=None, description="Admin API port; the catalog's when unset.")
+    admin_api: bool = Field(default=True, description="Serve the admin HTTP API from core-llm.")
+
+
 class ObservabilitySettings(_Section):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -336,6 +376,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
 
     @classmethod
     def settings_customise_sources(

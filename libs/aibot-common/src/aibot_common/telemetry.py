@@ -60,6 +60,12 @@ PLATFORM_API_CALLS = Counter(
 )
 IN_FLIGHT = Gauge("aibot_in_flight", "Records being handled right now", ["stage"])
 CONSUMER_LAG = Gauge("aibot_consumer_lag", "Records waiting per partition", ["topic", "partition", "group"])
+ACCESS_REFUSED = Counter(
+    "aibot_access_refused_total", "Messages the access policy refused (none reach a model)", ["platform", "reason"]
+)
+QUOTA_EXCEEDED = Counter(
+    "aibot_quota_exceeded_total", "Messages refused because a quota was used up", ["scope", "limit"]
+)
 USER_MESSAGES = Counter("aibot_user_messages_total", "Messages from users", ["platform"])
 ACTIVE_USERS = Gauge("aibot_active_users", "Distinct users seen today (UTC) by this replica", ["platform"])
 # Exported by the lag exporter (`ai-bot lag --serve`), not by the services: figures from the broker's
@@ -95,6 +101,8 @@ METRIC_NAMES = {
         IN_FLIGHT,
         CONSUMER_LAG,
         USER_MESSAGES,
+        ACCESS_REFUSED,
+        QUOTA_EXCEEDED,
         ACTIVE_USERS,
         CONSUMER_GROUP_LAG,
         CONSUMER_GROUP_MEMBERS,
