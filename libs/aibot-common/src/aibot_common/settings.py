@@ -190,7 +190,7 @@ class AccessBindingConfig(_Section):
 
 
 class AccessSettings(_Section):
-    """Who may use the bot (seed of the access topic; see aibot_common.access and docs/access.md)."""
+    """Who may use the bot (seed of the access topic; see aibot_common.access and docs/security.md)."""
 
     # Per platform and chat type. The default, open everywhere, is the behaviour without an access block.
     policy: dict[Literal["telegram", "feishu"], AccessPolicyConfig] = Field(default_factory=dict)
