@@ -183,6 +183,16 @@ async def test_a_trusted_proxy_passes_each_clients_own_limit() -> None:
     assert (first.status_code, second.status_code, again.status_code) == (200, 200, 429)
 
 
+async def test_telegrams_webhook_addresses_are_never_throttled() -> None:
+    # A busy bot gets all its updates from a few Telegram addresses; limiting them would delay its users.
+    app = _app(SecuritySettings(rate_limit=RateLimitSettings(requests_per_s=0.1, burst=1)))
+    async with client(app, peer="149.154.167.99") as telegram, client(app, peer="198.51.100.7") as stranger:
+        assert {(await telegram.post("/raw", content=b"x")).status_code for _ in range(20)} == {200}
+        assert [(await stranger.post("/raw", content=b"x")).status_code for _ in range(2)] == [200, 429]
+    with pytest.raises(ValueError, match="exempt_networks"):
+        RateLimitSettings(exempt_networks=["not-a-network"])
+
+
 def test_trusted_proxies_must_be_addresses() -> None:
     from aibot_common.settings import ConfigError
 

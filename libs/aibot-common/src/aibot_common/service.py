@@ -203,14 +203,23 @@ class RequestGuard:
         self.service = service
         self.max_body = config.max_body_bytes
         self.trusted = _networks(config.trusted_proxies)
+        self.exempt = _networks(config.rate_limit.exempt_networks)
         self.buckets = TokenBuckets(config.rate_limit, clock) if config.rate_limit.enabled else None
+
+    def _exempt(self, client: str) -> bool:
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:  # an IPv6 /64 bucket or an unknown peer: never exempt
+            return False
+        return any(address in network for network in self.exempt)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if self.buckets is not None and scope.get("path") not in UNLIMITED_PATHS:
-            wait = self.buckets.take(client_ip(scope, self.trusted))
+            client = client_ip(scope, self.trusted)
+            wait = 0.0 if self._exempt(client) else self.buckets.take(client)
             if wait > 0:
                 retry = str(max(1, math.ceil(wait)))
                 await self._refuse(send, 429, "rate_limited", b"too many requests", [(b"retry-after", retry.encode())])

@@ -226,6 +226,22 @@ class RateLimitSettings(_Section):
     requests_per_s: float = Field(default=100.0, gt=0, description="Sustained requests per second per IP.")
     burst: int = Field(default=200, ge=1, description="Requests an IP may send at once before it is slowed.")
     max_clients: int = Field(default=100_000, ge=1, description="IPs tracked at once (memory bound).")
+    # Telegram delivers every bot's webhook calls from a few published addresses, so a busy bot would
+    # have its own updates throttled (and re-sent later) by a per-IP limit; its ranges are exempt.
+    exempt_networks: list[str] = Field(
+        default_factory=lambda: ["149.154.160.0/20", "91.108.4.0/22"],
+        description="CIDRs never rate-limited: by default Telegram's published webhook source ranges.",
+    )
+
+    @field_validator("exempt_networks")
+    @classmethod
+    def _exempt_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"security.rate_limit.exempt_networks: {item!r} is not an IP or CIDR") from exc
+        return value
 
 
 class SecuritySettings(_Section):
