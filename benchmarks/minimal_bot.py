@@ -26,6 +26,9 @@ SECRET = "minimal-bot-secret"  # noqa: S105 - the fake Telegram on loopback, not
 def make_app(args: argparse.Namespace) -> FastAPI:
     clients: dict[str, httpx.AsyncClient] = {}
     tasks: set[asyncio.Task[None]] = set()
+    # Waiting here, not in httpcore's pool queue, whose bookkeeping grows with every queued request
+    # (what python-telegram-bot's own request semaphore avoids in the product's renderer).
+    model_slots, telegram_slots = asyncio.Semaphore(512), asyncio.Semaphore(16)
     api = f"{args.telegram}/bot{args.token}"
 
     @contextlib.asynccontextmanager
@@ -47,10 +50,12 @@ def make_app(args: argparse.Namespace) -> FastAPI:
 
     async def answer(message: dict[str, Any]) -> None:
         body = {"model": "fake", "messages": [{"role": "user", "content": message["text"]}]}
-        completion = (await clients["model"].post(args.model, json=body)).json()
+        async with model_slots:
+            completion = (await clients["model"].post(args.model, json=body)).json()
         text = completion["choices"][0]["message"]["content"]
         send = {"chat_id": message["chat"]["id"], "text": text}
-        (await clients["telegram"].post(f"{api}/sendMessage", json=send)).raise_for_status()
+        async with telegram_slots:
+            (await clients["telegram"].post(f"{api}/sendMessage", json=send)).raise_for_status()
 
     @app.post("/webhook")
     async def webhook(request: Request) -> Response:

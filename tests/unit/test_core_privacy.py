@@ -30,7 +30,7 @@ def core_handler(model: ScriptedModel, settings: Settings) -> Handler:
     """core-llm's stage handler as its app composes it: the privacy guard in front of the access gate."""
     usage = UsageCounter(KafkaSettings(), None, "test")
     gate = AccessGate(MemoryStore(settings.access), usage, {"m": model}, "m", settings.core, settings.access)
-    return guard(make_handler(gate), settings.privacy)
+    return guard(make_handler(gate), settings.privacy, gate.may_forget)
 
 
 def _handler(model: ScriptedModel, **privacy: object) -> Handler:
@@ -93,3 +93,18 @@ async def test_masking_is_on_by_default() -> None:
     settings = Settings()
     await core_handler(model, settings)(message(f"call {PHONE}"), ConversationState())
     assert PHONE not in model.calls[0][-1]["content"]
+
+
+async def test_forget_in_a_group_needs_a_role_bound_there_as_reset_does() -> None:
+    from aibot_common.state import TOMBSTONE
+    from tests.unit.access_helpers import text
+
+    bound = Settings.model_validate({"access": {"bindings": [{"subject": "telegram:1", "role": "admin"}]}})
+    handle = core_handler(EchoModel(), bound)
+    stranger = await handle(text("/forget", user="99", chat="-100", group=True), ConversationState().model_dump())
+    assert stranger.state is None  # the group's history is untouched
+    assert [e.text() for e in stranger.emit] == ["Only a user with a role bound in this group can erase its history."]
+    admin = await handle(text("/forget", user="1", chat="-100", group=True), ConversationState().model_dump())
+    assert admin.state is TOMBSTONE
+    own = await handle(text("/forget", user="99"), ConversationState().model_dump())  # a private chat is theirs
+    assert own.state is TOMBSTONE

@@ -38,6 +38,7 @@ REFUSED_PAIRING = (
 )
 REFUSED_GROUP = "Sorry, I only answer approved users in this group. An administrator can add you as {subject}."
 RESET_REFUSED = "Only a user with a role bound in this group can reset its history."
+FORGET_REFUSED = "Only a user with a role bound in this group can erase its history."
 
 
 class MeteredModel:
@@ -68,6 +69,13 @@ class AccessGate:
     configured_model: str
     core: CoreSettings
     settings: AccessSettings
+
+    def may_forget(self, envelope: Envelope) -> str | None:
+        """A group's history is every member's: erasing it needs a role bound there, as /reset does."""
+        if envelope.conversation.chat_type is not ChatType.GROUP:
+            return None
+        decision = self.store.state.decide(envelope)
+        return None if decision.allowed and decision.bound else FORGET_REFUSED
 
     async def __call__(self, envelope: Envelope, state: ConversationState) -> Outcome:
         if state.seen(envelope.id):

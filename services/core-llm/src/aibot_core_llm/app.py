@@ -96,7 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
                 group_id=GROUP_CORE,
                 topics=consumed_by(GROUP_CORE),
                 # Personal data masked (and /forget honoured) before the access gate and the model.
-                handler=guard(make_handler(gate), settings.privacy),
+                handler=guard(make_handler(gate), settings.privacy, gate.may_forget),
                 max_in_flight=settings.core.max_in_flight,
                 table=table,
             )

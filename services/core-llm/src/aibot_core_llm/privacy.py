@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aibot_common import pii
@@ -74,17 +75,28 @@ def erase(envelope: Envelope) -> Outcome | None:
     if is_erasure_request(envelope):
         log.info("conversation erased on request", extra={"requested_by": envelope.meta.get("erase")})
         return Outcome(state=TOMBSTONE)
-    words = envelope.text().split()
-    if words and words[0].lower() == FORGET_COMMAND:
+    if _is_forget(envelope):
         log.info("conversation erased by /forget")
         return Outcome(emit=[reply(envelope, FORGOTTEN_TEXT)], state=TOMBSTONE)
     return None
 
 
-def guard(handler: Handler, config: PrivacySettings) -> Handler:
-    """The stage's handler behind erasure and the deployment's privacy mode."""
+def _is_forget(envelope: Envelope) -> bool:
+    words = envelope.text().split()
+    return bool(words) and words[0].lower() == FORGET_COMMAND
+
+
+def guard(
+    handler: Handler, config: PrivacySettings, may_forget: Callable[[Envelope], str | None] | None = None
+) -> Handler:
+    """The stage's handler behind erasure and the deployment's privacy mode. `may_forget` answers a
+    refusal for a `/forget` its sender may not give (a group's history is everyone's), or None."""
 
     async def guarded(envelope: Envelope, stored: Any) -> Outcome:
+        if may_forget is not None and not is_erasure_request(envelope) and _is_forget(envelope):
+            refusal = may_forget(envelope)
+            if refusal is not None:
+                return Outcome(emit=[reply(envelope, refusal)])
         erased = erase(envelope)
         if erased is not None:
             return erased
