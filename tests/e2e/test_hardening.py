@@ -31,8 +31,8 @@ async def test_a_chunked_upload_is_cut_by_the_ingress_itself(pipeline: Pipeline)
         try:
             response = await client.post(url, content=endless(), headers=headers)
             assert response.status_code == 413
-        except httpx.WriteError:
-            pass  # the server answered 413 and closed before the client finished writing
+        except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
+            pass  # the server answered 413 and hung up while the client was still writing
         assert sent < 1000
         pipeline.telegram.user_sends_text(1501, "still there?")
         (reply,) = await pipeline.telegram.wait_for_sent(1, chat_id=1501, timeout=60)
