@@ -208,8 +208,10 @@ def test_dead_letter_retention_is_the_deployments() -> None:
 
 
 async def test_the_real_server_cuts_a_chunked_upload(unused_tcp_port: int) -> None:
-    """Through uvicorn itself, as `ai-bot up` serves it: raw chunked bytes on a socket."""
+    """Through uvicorn itself, as `ai-bot up` serves it: a client that keeps writing raw chunked
+    bytes gets its 413 and then a closed connection, not a server reading on for ever."""
     import asyncio
+    import contextlib
 
     import uvicorn
 
@@ -222,18 +224,27 @@ async def test_the_real_server_cuts_a_chunked_upload(unused_tcp_port: int) -> No
             await asyncio.sleep(0.01)
         reader, writer = await asyncio.open_connection("127.0.0.1", unused_tcp_port)
         writer.write(b"POST /raw HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        status = b""
-        for _ in range(200):  # up to 2 MB offered, 10 KB a chunk
-            writer.write(b"2710\r\n" + b"x" * 10_000 + b"\r\n")
+        written, closed, response = 0, False, b""
+        for _ in range(2000):  # up to 20 MB offered, 10 KB a chunk
             try:
-                await writer.drain()
-            except ConnectionError:
+                writer.write(b"2710\r\n" + b"x" * 10_000 + b"\r\n")
+                await asyncio.wait_for(writer.drain(), 5)
+            except (ConnectionError, TimeoutError):
+                closed = True
                 break
-            if reader.at_eof() or len(reader._buffer):  # type: ignore[attr-defined]
-                break
+            written += 1
             await asyncio.sleep(0)
-        status = await asyncio.wait_for(reader.readline(), 5)
-        assert status.startswith(b"HTTP/1.1 413"), status
+            if len(reader._buffer):  # type: ignore[attr-defined]  # the answer came while we were writing
+                response += bytes(reader._buffer)  # type: ignore[attr-defined]
+                reader._buffer.clear()  # type: ignore[attr-defined]
+            if reader.at_eof():
+                closed = True
+                break
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            response += await asyncio.wait_for(reader.read(), 5)
+        assert response.startswith(b"HTTP/1.1 413"), response[:100]
+        assert b"connection: close" in response.lower()
+        assert closed and written < 2000  # the server hung up instead of reading on
         writer.close()
     finally:
         server.should_exit = True
@@ -258,3 +269,23 @@ def test_every_service_app_is_guarded_with_the_deployments_limits(monkeypatch: p
         app = module.create_app(settings)
         (guard,) = [m for m in app.user_middleware if m.cls is RequestGuard]
         assert guard.kwargs["config"] == security, name
+
+
+async def test_refused_webhook_calls_are_counted_each_but_logged_rarely(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, producer = telegram_app(monkeypatch, SecuritySettings(rate_limit=RateLimitSettings(enabled=False)))
+    before = (
+        REGISTRY.get_sample_value("aibot_ingress_events_total", {"platform": "telegram", "outcome": "unauthorized"})
+        or 0.0
+    )
+    async with client(app) as http:
+        for i in range(100):
+            response = await http.post(
+                TG_PATH, json=telegram_update(i), headers={"X-Telegram-Bot-Api-Secret-Token": "x"}
+            )
+            assert response.status_code == 401
+    after = REGISTRY.get_sample_value("aibot_ingress_events_total", {"platform": "telegram", "outcome": "unauthorized"})
+    assert after == before + 100
+    assert len([r for r in caplog.records if "secret token" in r.getMessage()]) == 1
+    assert producer.records == []

@@ -233,14 +233,15 @@ class RequestGuard:
                 await self._refuse(send, 413, "body_too_large", b"request body too large")
                 return
         received = 0
-        started = False
+        started = exceeded = False
 
         async def counted_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
+                    exceeded = True
                     raise BodyTooLarge()
             return message
 
@@ -248,8 +249,12 @@ class RequestGuard:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if message.get("status") == 413:
+                if exceeded:
                     telemetry.HTTP_REFUSED.labels(service=self.service, reason="body_too_large").inc()
+                    # Close after answering: otherwise the server keeps reading (and discarding) the
+                    # rest of the upload to reuse the connection, however long the client goes on.
+                    headers = [*message.get("headers", []), (b"connection", b"close")]
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -14,7 +14,8 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
@@ -166,6 +167,27 @@ _secrets: set[str] = set()
 # Fields the formatter itself fills with ids: never personal data, and masking digit runs in them
 # would break the log-to-trace correlation they exist for.
 _STRUCTURAL_FIELDS = frozenset({"trace_id", "span_id", "conversation_id", "service", "level", "name"})
+
+
+class LogThrottle:
+    """At most one log line per `interval_s` for a kind of event an outsider can repeat at will
+    (refused webhook calls): each line says how many were left out, the metric counts every one."""
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._next = 0.0
+        self._skipped = 0
+
+    def allow(self) -> int | None:
+        """None: leave this one out; else how many were left out before it (log them with it)."""
+        now = self._clock()
+        if now < self._next:
+            self._skipped += 1
+            return None
+        self._next = now + self._interval_s
+        skipped, self._skipped = self._skipped, 0
+        return skipped
 
 
 def register_secret(value: str | None) -> None:

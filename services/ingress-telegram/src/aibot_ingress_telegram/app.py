@@ -260,12 +260,20 @@ def create_app(settings: Settings) -> FastAPI:
     app = create_service_app("ingress-telegram", lifespan, status.ready, settings.security)
     expected_secret = config.webhook.secret_token.get_secret_value().encode() if config.webhook.secret_token else None
 
+    unauthorized_log = telemetry.LogThrottle()  # anyone can send these: not a line each
+
     @app.post(config.webhook.path, openapi_extra=WEBHOOK_OPENAPI)
     async def webhook(request: Request) -> Response:
         given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
         if expected_secret is not None and not hmac.compare_digest(given, expected_secret):
             telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome="unauthorized").inc()
-            log.warning("webhook call with a wrong or missing secret token from %s", request.client)
+            skipped = unauthorized_log.allow()
+            if skipped is not None:
+                log.warning(
+                    "webhook call with a wrong or missing secret token from %s (%d more left out)",
+                    request.client,
+                    skipped,
+                )
             return Response(
                 status_code=401, content=b'{"ok":false,"description":"bad secret token"}', media_type="application/json"
             )
