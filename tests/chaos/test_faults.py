@@ -23,6 +23,9 @@ pytestmark = [pytest.mark.chaos]
 
 RECOVERY_LIMIT_S = 10.0
 STEADY_S = 4.0  # load before the fault, so it strikes mid-work
+# A send's answer, then its changelog record acknowledged (acks=all): under a load average of 8-10 on
+# two cores, seen to take more than a second.
+MID_SEND_WINDOW_S = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +42,19 @@ async def cluster() -> AsyncIterator[ChaosPipeline]:
 
 def _assert(report: Report, fault: str, recovery: bool = True, mid_send_at: float | None = None) -> None:
     """0 lost, 0 duplicated, answering again within RECOVERY_LIMIT_S. With `mid_send_at` (the
-    renderer's kill), the only duplicates allowed are messages that were being sent to the platform
-    at that instant: the Bot API has no idempotency key, so a send whose answer never came back
-    cannot be told from one that never arrived. Anything first delivered earlier than a second
-    before the kill would mean the delivered-ids state was lost, and fails."""
-    print(report.line(fault))
+    renderer's kill), the only duplicates allowed are messages still being handled at that instant:
+    sent to the platform, their delivered id not yet acknowledged by the changelog. The Bot API has no
+    idempotency key, so that send cannot be told from one that never arrived. Anything first
+    delivered more than MID_SEND_WINDOW_S before the kill would mean the delivered-ids state was
+    lost, and fails."""
+    ages = [f"{mid_send_at - t:.2f}s" for t in report.first_sent_of_duplicates] if mid_send_at else []
+    print(report.line(fault) + (f" duplicates first delivered {', '.join(ages)} before the kill" if ages else ""))
     assert report.lost == 0, report.line(fault)
     if mid_send_at is None:
         assert report.duplicated == 0, report.line(fault)
     else:
-        stale = [t for t in report.first_sent_of_duplicates if not mid_send_at - 1.0 <= t <= mid_send_at]
+        window = MID_SEND_WINDOW_S
+        stale = [t for t in report.first_sent_of_duplicates if not mid_send_at - window <= t <= mid_send_at]
         assert not stale, f"duplicates of messages delivered before the kill: {report.line(fault)}"
     if recovery:
         # From the moment the restarted process is ready: how long a Python process takes to start
@@ -160,3 +166,26 @@ async def test_kill_9_one_broker_of_three(cluster: ChaosPipeline) -> None:
     report = await cluster.load.settle(started, timeout_s=180)
     report.recovery_s = recovery
     _assert(report, "kill -9 1 of 3 brokers (RF 3, min ISR 2)", recovery=False)
+
+
+@pytest.mark.parametrize("service", ["core-llm", "renderer", "ingress-telegram"])
+async def test_sigterm_each_service_and_restart(single: ChaosPipeline, service: str) -> None:
+    """A rolling restart's step: SIGTERM drains what is in flight, commits, leaves the group and exits
+    well within the grace period (45 s in the chart); the replacement picks up with nothing lost and,
+    since the drained work was committed, nothing done twice, the renderer's sends included."""
+    started = time.time()
+    single.load.start()
+    await asyncio.sleep(STEADY_S)
+    victim = single.services(service)[0]
+    stopping_at = time.monotonic()
+    await asyncio.to_thread(victim.stop, 45.0)
+    exit_s = time.monotonic() - stopping_at
+    single.supervisor.restart_crashed()
+    restarted_at = time.time()
+    await single.wait_ready([victim])
+    ready_s = time.time() - restarted_at
+    recovery = await single.load.wait_recovered(restarted_at)
+    report = await single.load.settle(started)
+    report.recovery_s, report.ready_s = recovery, ready_s
+    _assert(report, f"SIGTERM {service} (exited in {exit_s:.1f}s)")
+    assert exit_s < 30.0, f"{service} took {exit_s:.1f}s to exit after SIGTERM"
