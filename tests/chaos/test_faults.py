@@ -174,11 +174,15 @@ async def test_sigterm_each_service_and_restart(single: ChaosPipeline, service: 
     well within the grace period (45 s in the chart); the replacement picks up with nothing lost and,
     since the drained work was committed, nothing done twice, the renderer's sends included."""
     started = time.time()
+    single.llm.latency_s = 1.0  # so SIGTERM finds model calls in flight, and has something to drain
     single.load.start()
     await asyncio.sleep(STEADY_S)
     victim = single.services(service)[0]
     stopping_at = time.monotonic()
-    await asyncio.to_thread(victim.stop, 45.0)
+    try:
+        await asyncio.to_thread(victim.stop, 45.0)
+    finally:
+        single.llm.latency_s = 0.0
     exit_s = time.monotonic() - stopping_at
     single.supervisor.restart_crashed()
     restarted_at = time.time()
