@@ -123,9 +123,14 @@ def test_every_container_has_requests_limits_and_every_service_both_probes(rende
         assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         port = catalog.service(name).port
-        assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+        admin_port = catalog.service(name).admin_port
+        ports = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+        if admin_port:
+            ports.append({"name": "admin", "containerPort": admin_port, "protocol": "TCP"})
+        assert container["ports"] == ports
         env = {e["name"]: e.get("value") for e in container["env"]}
         assert env["AIBOT_HTTP__PORT"] == str(port)
+        assert env.get("AIBOT_ACCESS__ADMIN_PORT") == (str(admin_port) if admin_port else None)
         assert env["AIBOT_ENVIRONMENT"] == "production"
         assert env["AIBOT_CONFIG"] == "/etc/ai-bot/config.yaml"
 

@@ -393,6 +393,9 @@ SERVICE_TEST = {
         {"series": 'aibot_ingress_events_total{platform="telegram",outcome="accepted"}', "values": "0+100x30"},
         {"series": 'aibot_ingress_events_total{platform="telegram",outcome="unavailable"}', "values": "0+10x30"},
         {"series": 'aibot_dead_letters_total{stage="renderer",error="InvalidMessage"}', "values": "0x10 1x20"},
+        # Users run out of their daily tokens 5 times a minute; one chat's rate limit is hit once.
+        {"series": 'aibot_quota_exceeded_total{scope="user",limit="tokens"}', "values": "0+5x30"},
+        {"series": 'aibot_quota_exceeded_total{scope="chat",limit="rate"}', "values": "0x10 1x20"},
         # One core-llm pod at 90% of its CPU limit and 95% of its memory limit, another comfortable.
         {
             "series": 'container_cpu_usage_seconds_total{namespace="bots",pod="core-1",container="core-llm"}',
@@ -433,6 +436,8 @@ SERVICE_TEST = {
         _case("20m", "AibotIngressErrorRateHigh", _alert(severity="warning", platform="telegram")),
         _case("5m", "AibotDeadLetters"),
         _case("12m", "AibotDeadLetters", _alert(severity="warning", stage="renderer", error="InvalidMessage")),
+        _case("5m", "AibotQuotaExceeded"),
+        _case("25m", "AibotQuotaExceeded", _alert(severity="warning", scope="user", limit="tokens")),
         _case("10m", "AibotHighCPU"),
         _case("25m", "AibotHighCPU", _alert(severity="warning", namespace="bots", pod="core-1", container="core-llm")),
         _case(

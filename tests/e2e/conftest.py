@@ -72,6 +72,11 @@ def feishu_env(feishu: FakeFeishu) -> dict[str, str]:
     }
 
 
+def admin_port_env() -> dict[str, str]:
+    """A core-llm replica's own admin API port: two replicas on one host cannot share the default."""
+    return {"AIBOT_ACCESS__ADMIN_PORT": str(free_port())}
+
+
 # Six Python services start at once; on a loaded two-core machine that can take minutes.
 READY_TIMEOUT_S = float(os.environ.get("AIBOT_TEST_READY_TIMEOUT_S", "90"))
 
@@ -96,8 +101,8 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     supervisor.add("ingress-telegram", ingress_port)
     # Two core-llm replicas share the inbound partitions, as on Kubernetes: every e2e test runs
     # against a scaled-out stage, and the crash test kills one of them.
-    supervisor.add("core-llm", free_port())
-    supervisor.add("core-llm", free_port())
+    supervisor.add("core-llm", free_port(), env=admin_port_env())
+    supervisor.add("core-llm", free_port(), env=admin_port_env())
     supervisor.add("renderer", free_port())
     supervisor.add("asr-worker", free_port())
     feishu_ingress = supervisor.add("ingress-feishu", free_port())

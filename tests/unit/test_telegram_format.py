@@ -65,3 +65,18 @@ def test_transcript_is_quoted_above_the_answer() -> None:
         message.text.encode("utf-16-le")[bold["offset"] * 2 : (bold["offset"] + bold["length"]) * 2].decode("utf-16-le")
         == "noon"
     )
+
+
+def test_text_that_looks_like_html_reaches_the_user_whole() -> None:
+    # The markdown parser used to read these as inline HTML or entities and drop them.
+    for answer in ("Use List<String> here", "<b>not bold</b>", "a < b > c", "x <div>hi</div> y", "a & b &amp; c"):
+        assert markdown_to_telegram(answer).text == answer
+
+
+def test_angle_brackets_survive_inside_code_and_emphasis() -> None:
+    message = markdown_to_telegram("**Map<K, V>** and `a<b>`\n\n```java\nList<String> names;\n```")
+    assert message.text == "Map<K, V> and a<b>\n\nList<String> names;"
+    kinds = [(e["type"], message.text[e["offset"] : e["offset"] + e["length"]]) for e in message.entities]
+    assert ("bold", "Map<K, V>") in kinds
+    assert ("code", "a<b>") in kinds
+    assert ("pre", "List<String> names;") in kinds

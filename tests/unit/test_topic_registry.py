@@ -14,6 +14,8 @@ from aibot_common.envelope import Conversation, Envelope, Kind, Platform, TextPa
 from aibot_common.outcome import Outcome
 from aibot_common.settings import RendererSettings
 from aibot_common.topics import (
+    ACCESS,
+    ACCESS_USAGE,
     ALL_TOPICS,
     CONSUMPTION,
     CORE_CONVERSATIONS,
@@ -43,6 +45,9 @@ from tests.unit.test_asr_audio import tone
 STAGE_SERVICES = {"core-llm", "asr-worker", "renderer"}
 # The state tables the stages keep, by service (their changelogs are produced and read back).
 TABLES = {"core-llm": CORE_CONVERSATIONS, "renderer": RENDERER_DELIVERED}
+# Topics a service's replicas read whole and write through a store, outside any stage: core-llm's
+# access state and quota counters (aibot_common.access, aibot_core_llm.quota).
+VIEWS = {"core-llm": {ACCESS.name, ACCESS_USAGE.name}}
 GROUP_OF_SERVICE = {
     GROUP_CORE: "core-llm",
     GROUP_ASR: "asr-worker",
@@ -89,7 +94,7 @@ async def _emitted_by_service() -> dict[str, set[str]]:
     return {
         "ingress-telegram": _routed(ingress_telegram),
         "ingress-feishu": _routed(ingress_feishu),
-        "core-llm": _routed(core_llm) | {TABLES["core-llm"].name},
+        "core-llm": _routed(core_llm) | {TABLES["core-llm"].name} | VIEWS["core-llm"],
         "asr-worker": _routed(asr_worker),
         "renderer": _routed(renderer) | {TABLES["renderer"].name},
     }
@@ -111,6 +116,7 @@ async def test_the_producers_listed_are_the_services_that_emit_there(service: st
 def test_the_consumers_listed_are_the_services_whose_stages_read_there(service: str) -> None:
     read = {topic for group, owner in GROUP_OF_SERVICE.items() if owner == service for topic in consumed_by(group)}
     read |= {TABLES[service].name} if service in TABLES else set()  # restored on partition assignment
+    read |= VIEWS.get(service, set())
     assert _listed("consumers", service) == read
 
 

@@ -7,6 +7,7 @@ import asyncio
 import sys
 import time
 
+from aibot_cli import admin
 from aibot_common.settings import ConfigError, load_settings
 
 
@@ -52,11 +53,12 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 def cmd_topics(args: argparse.Namespace) -> int:
     from aibot_common.kafka import ensure_topics
+    from aibot_common.service import pipeline_topics
     from aibot_common.topics import ALL_TOPICS, CONSUMPTION
 
     settings = load_settings()
     if args.action == "create":
-        asyncio.run(ensure_topics(settings.kafka))
+        asyncio.run(ensure_topics(settings.kafka, pipeline_topics(settings)))
         print(
             f"{len(ALL_TOPICS)} topics present on {settings.kafka.bootstrap_servers} "
             f"({settings.kafka.partitions} partitions each)"
@@ -68,6 +70,32 @@ def cmd_topics(args: argparse.Namespace) -> int:
             f"{topic.name:45} {'compacted' if topic.compacted else 'retained':10} "
             f"{groups.get(topic.name, '-'):28} {topic.description}"
         )
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """An operator's erasure of a user's conversation: a request on the inbound topic, keyed by the
+    conversation, which core-llm turns into a tombstone in the conversation changelog."""
+    from aibot_common.erasure import erasure_request
+    from aibot_common.kafka import make_producer, publish
+
+    try:
+        request = erasure_request(args.conversation, requested_by=args.requested_by)
+    except ValueError as exc:
+        print(f"ai-bot forget: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+
+    async def send() -> None:
+        producer = make_producer(settings.kafka, "aibot-cli-forget")
+        await producer.start()
+        try:
+            await publish(producer, [request], timeout_s=30)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    print(f"erasure of {args.conversation} requested ({request.id}); core-llm writes the tombstone")
     return 0
 
 
@@ -87,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create or list the pipeline's Kafka topics")
     topics.add_argument("action", choices=["create", "list"])
     topics.set_defaults(func=cmd_topics)
+
+    forget = sub.add_parser("forget", help="erase what ai-bot keeps about a conversation (operator erasure)")
+    forget.add_argument("conversation", help="telegram:<chat_id> or feishu:<chat_id>")
+    forget.add_argument("--requested-by", default="admin", help="who asked, for the log (no personal data)")
+    forget.set_defaults(func=cmd_forget)
 
     lag = sub.add_parser("lag", help="records waiting per topic and consumer group (table, --watch, or --serve PORT)")
     lag.add_argument("--partitions", action="store_true", help="also show every partition")
@@ -120,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("--all", action="store_true", help="replay: every dead letter (no filter)")
     dlq.add_argument("--dry-run", action="store_true", help="replay: print what would be replayed, send nothing")
     dlq.set_defaults(func=cmd_dlq)
+
+    admin.add_parser(sub)
     return parser
 
 

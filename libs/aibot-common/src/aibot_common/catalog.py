@@ -32,6 +32,8 @@ class ServiceSpec:
     public: bool = False  # serves a platform's webhook: reachable from the internet through the proxy/Ingress
     platform: str | None = None  # an ingress runs only while this platform is enabled (config `<platform>.enabled`)
     gpu: bool = False  # has the CUDA image variant (docker/Dockerfile with VARIANT=cuda) and the chart's GPU pool
+    # A second HTTP port for the admin API (core-llm): never public, reachable inside the cluster only.
+    admin_port: int | None = None
 
     @property
     def package(self) -> str:
@@ -53,7 +55,7 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("ingress-telegram", "aibot_ingress_telegram", 8081, public=True, platform="telegram"),
     ServiceSpec("ingress-feishu", "aibot_ingress_feishu", 8082, public=True, platform="feishu"),
-    ServiceSpec("core-llm", "aibot_core_llm", 8083),
+    ServiceSpec("core-llm", "aibot_core_llm", 8083, admin_port=8086),
     ServiceSpec("asr-worker", "aibot_asr_worker", 8084, gpu=True),
     ServiceSpec("renderer", "aibot_renderer", 8085),
 )
@@ -76,13 +78,15 @@ def chart_fragment() -> str:
         "#   uv run python -m aibot_common.catalog chart > charts/ai-bot/files/services.yaml",
         "# name: component label and Deployment suffix; key: its values block; port: HTTP (probes, metrics,",
         "# webhook); public: serves a webhook (Ingress, NetworkPolicy); platform: runs only while",
-        "# config.<platform>.enabled; gpu: has the CUDA image and the GPU pool settings.",
+        "# config.<platform>.enabled; gpu: has the CUDA image and the GPU pool settings; adminPort: the",
+        "# admin API's port (0: none), a ClusterIP port never routed by the webhook Ingress.",
     ]
     for s in SERVICES:
         platform = s.platform or '""'
         lines.append(
             f"- {{name: {s.name}, key: {s.values_key}, port: {s.port}, module: {s.module}, "
-            f"public: {str(s.public).lower()}, platform: {platform}, gpu: {str(s.gpu).lower()}}}"
+            f"public: {str(s.public).lower()}, platform: {platform}, gpu: {str(s.gpu).lower()}, "
+            f"adminPort: {s.admin_port or 0}}}"
         )
     return "\n".join(lines) + "\n"
 

@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from aibot_common import telemetry
+from aibot_common import pii, telemetry
 from aibot_common.envelope import Envelope
 from aibot_common.settings import KafkaSettings
 from aibot_common.topics import ALL_TOPICS, DEAD_LETTERS, SINGLE_PARTITION, Topic, route
@@ -182,7 +182,13 @@ def dead_letter(
     error: BaseException,
     reason: str,
 ) -> OutRecord:
-    """A record for the dead-letter topic; the original bytes are kept so it can be replayed."""
+    """A record for the dead-letter topic: the original record with personal data and secrets
+    masked (pii.py, as in logs) in its value and in the reason, because dead letters are kept for
+    weeks (retention.dead_letter_retention_ms) and read by operators. A replay sends the masked text."""
+    if value is not None:
+        with contextlib.suppress(UnicodeDecodeError):  # bytes that are not text stay as they came
+            value = pii.mask_for_logs(value.decode()).encode()
+    reason = pii.mask_for_logs(reason)
     return OutRecord(
         topic=DEAD_LETTERS.name,
         key=(key or b"").decode(errors="replace"),

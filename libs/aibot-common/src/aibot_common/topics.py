@@ -89,6 +89,24 @@ TELEGRAM_POLLER_LEASE = Topic(
     producers=(),
     consumers=("ingress-telegram",),
 )
+ACCESS = Topic(
+    name="aibot.access.v1",
+    description="Access control: role bindings, policy, pairing requests, per-chat model and prompt, admin "
+    "token hashes, and the audit trail of every change (who, what, when). Every replica reads all of it.",
+    producers=("core-llm", "cli"),
+    consumers=("core-llm",),
+    compacted=True,
+)
+ACCESS_USAGE = Topic(
+    name="aibot.access.usage.v1",
+    description="Quota counters: each core-llm replica's running message and token counts per user and chat "
+    "and per day/minute (a grow-only counter: a replica writes only its own keys, readers sum them).",
+    producers=("core-llm",),
+    consumers=("core-llm",),
+    compacted=True,
+    # Counters of past days and minutes are of no use after two days: compacted and then deleted.
+    config={"cleanup.policy": "compact,delete", "retention.ms": str(2 * 24 * 3600 * 1000)},
+)
 
 OUTBOUND_BY_PLATFORM: dict[Platform, Topic] = {
     Platform.TELEGRAM: OUTBOUND_TELEGRAM,
@@ -105,10 +123,14 @@ ALL_TOPICS: tuple[Topic, ...] = (
     CORE_CONVERSATIONS,
     RENDERER_DELIVERED,
     TELEGRAM_POLLER_LEASE,
+    ACCESS,
+    ACCESS_USAGE,
 )
 
 # Topics whose partition count must be one, whatever the configured default.
-SINGLE_PARTITION = {TELEGRAM_POLLER_LEASE.name}
+# The access topics are read whole by every replica (no consumer group): one partition keeps every
+# change in one order, so a grant followed by a revoke can never be seen the other way round.
+SINGLE_PARTITION = {TELEGRAM_POLLER_LEASE.name, ACCESS.name, ACCESS_USAGE.name}
 
 # Consumer groups, named once: lag is reported per (topic, group).
 GROUP_CORE = "aibot-core-llm"

@@ -25,8 +25,20 @@ class TelegramText:
     entities: list[dict]
 
 
+# The markdown parser reads `<...>` as inline HTML and `&...;` as character references and drops or
+# decodes them, so `List<String>` lost `<String>` on its way to the user. Telegram entities need no
+# HTML at all: these two characters are swapped for private-use stand-ins (one UTF-16 unit each, as
+# the originals are, so entity offsets stay right) and swapped back in the converted text.
+_LITERAL = {"<": "\ue000", "&": "\ue001"}
+
+
 def markdown_to_telegram(markdown: str) -> TelegramText:
+    literal = {char: stand_in for char, stand_in in _LITERAL.items() if stand_in not in markdown}
+    for char, stand_in in literal.items():
+        markdown = markdown.replace(char, stand_in)
     text, entities = telegramify_markdown.convert(markdown)
+    for char, stand_in in literal.items():
+        text = text.replace(stand_in, char)
     return TelegramText(text=text.rstrip("\n"), entities=[e.to_dict() for e in entities])
 
 

@@ -1,0 +1,46 @@
+"""An in-memory access store and message builders for the access tests (no broker needed)."""
+
+from __future__ import annotations
+
+import time
+
+from aibot_common.access import AccessState, Change
+from aibot_common.envelope import ChatType, Conversation, Envelope, Kind, Platform, Sender, TextPart
+from aibot_common.settings import AccessSettings
+
+
+class MemoryStore:
+    """What AccessStore does once the broker acknowledged: apply the change's records (and audit)."""
+
+    def __init__(self, settings: AccessSettings | None = None) -> None:
+        self.state = AccessState(seed=settings or AccessSettings())
+        self.changes: list[Change] = []
+
+    async def write(self, change: Change) -> None:
+        self.changes.append(change)
+        for key, value in change.all_records(time.time()):
+            self.state.apply(key, value)
+
+
+_counter = iter(range(1, 1_000_000))
+
+
+def text(
+    body: str,
+    *,
+    user: str | None = "42",
+    chat: str | None = None,
+    group: bool = False,
+    platform: Platform = Platform.TELEGRAM,
+    id: str | None = None,
+) -> Envelope:
+    n = next(_counter)
+    return Envelope(
+        id=id or f"tg-{n}",
+        kind=Kind.MESSAGE,
+        conversation=Conversation(
+            platform=platform, chat_id=chat or user or "0", chat_type=ChatType.GROUP if group else ChatType.PRIVATE
+        ),
+        sender=Sender(id=user) if user else None,
+        parts=[TextPart(text=body)],
+    )
