@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: install run test test-fast lint format bench soak deploy-check images clean
+.PHONY: install run test test-fast chaos lint format bench soak deploy-check images clean
 
 install:  ## install uv, the workspace (uv.lock) and the test tools
 	@scripts/bootstrap.sh
@@ -15,6 +15,9 @@ test: install  ## the whole suite: unit, contract, integration (real broker), en
 
 test-fast: install  ## unit and contract tests only (seconds)
 	$(UV) run pytest tests/unit tests/contract
+
+chaos: install  ## kill services and brokers under load on Apache Kafka; prints lost/duplicated/time to recover (minutes)
+	AIBOT_TEST_READY_TIMEOUT_S=$${AIBOT_TEST_READY_TIMEOUT_S:-400} $(UV) run pytest tests/chaos -m chaos -s
 
 lint: install
 	$(UV) run ruff check .

@@ -22,8 +22,10 @@ fi
 echo "fetching Apache Kafka $version (org.apache.kafka:kafka_2.13 and its runtime dependencies, ~45 MB) from Maven Central into $dest"
 tmp=$(mktemp -d .kafka.tmp.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-if ! mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/$tmp/libs"; then
-  echo "note: Maven could not fetch Apache Kafka $version (see the artifact named above); tests will use the embedded broker" >&2
+# Maven's output is kept for a failure, where it names the artifact it could not get.
+if ! mvn -q -B -f "$pom" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$PWD/$tmp/libs" >"$tmp/mvn.log" 2>&1; then
+  grep -E 'ERROR|Could not' "$tmp/mvn.log" >&2 || cat "$tmp/mvn.log" >&2
+  echo "note: Maven could not fetch Apache Kafka $version (the artifact is named above); tests will use the embedded broker" >&2
   exit 0
 fi
 # Swap the whole folder in at once, so an interrupted fetch never leaves a half-filled classpath.

@@ -16,10 +16,20 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"kafka broker: {detail.get(kind, kind)}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "chaos: kills services and brokers under load (make chaos); not run by default")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that kill or restart a service of the shared pipeline run after all the others, so no
-    other test meets a pipeline that is recovering; the order no longer rests on file names."""
+    other test meets a pipeline that is recovering; the order no longer rests on file names.
+    The chaos suite (minutes, kills brokers) runs only when asked for with `-m chaos`."""
     items.sort(key=lambda item: item.get_closest_marker("disrupts_pipeline") is not None)
+    if "chaos" not in (config.getoption("markexpr") or ""):
+        chaos = [item for item in items if item.get_closest_marker("chaos") is not None]
+        if chaos:
+            config.hook.pytest_deselected(items=chaos)
+            items[:] = [item for item in items if item.get_closest_marker("chaos") is None]
 
 
 @pytest.fixture(scope="session")

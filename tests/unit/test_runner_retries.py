@@ -83,13 +83,13 @@ async def test_state_is_produced_with_the_outputs_and_taken_only_once_acknowledg
         seen.append(state)
         return Outcome(emit=[_reply(envelope)], state={"turns": len(seen)})
 
-    producer = _Producer(failures=1)  # the first send is not acknowledged: the handler runs again
+    producer = _Producer(failures=1)  # the first send is not acknowledged: the same records go again
     await _runner(handler, producer, table=table)._attempt(_record())
-    assert seen == [None, None], "the retry must start from the state as it was"
-    # The last records written are the retry's: reply and state together, state last.
+    assert seen == [None], "the handler runs once: its work (a model call, a platform send) is not redone"
+    # Reply and state together, state last; the state taken only once acknowledged.
     assert producer.topics()[-2:] == [REPLIES.name, CORE_CONVERSATIONS.name]
-    assert json.loads(producer.sent[-1][1] or b"") == {"turns": 2}
-    assert table.get(0, MESSAGE.key) == {"turns": 2}
+    assert json.loads(producer.sent[-1][1] or b"") == {"turns": 1}
+    assert table.get(0, MESSAGE.key) == {"turns": 1}
 
     async def forget(envelope: Envelope, state: Any) -> Outcome:
         return Outcome(state=TOMBSTONE)

@@ -60,7 +60,8 @@ def connection_kwargs(settings: KafkaSettings) -> dict[str, Any]:
 def make_producer(settings: KafkaSettings, client_id: str) -> AIOKafkaProducer:
     # acks=all: a write is acknowledged only once every in-sync replica has it, which is what lets
     # the ingress answer the platform 200 without risking loss. Idempotence is left off because
-    # it needs InitProducerId, which some Kafka-protocol brokers lack; consumers dedupe by id.
+    # it needs InitProducerId, which the embedded broker `ai-bot up` runs lacks; a retried produce
+    # may then write a record twice on Apache Kafka too, and consumers dedupe by envelope id.
     return AIOKafkaProducer(
         client_id=client_id,
         acks="all",

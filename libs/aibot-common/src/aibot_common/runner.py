@@ -324,7 +324,7 @@ class StageRunner:
             if table is None:
                 raise RuntimeError(f"stage {self.stage} keeps no state, yet its handler returned some")
             records.append(table.changelog_record(record.partition, envelope.key, state))
-        await send_all(self._producer, records)
+        await self._send_until_acknowledged(records)
         if state is not None and table is not None:
             # Only once the changelog has it: a failed send retries from the state as it was.
             table.apply(record.partition, envelope.key, state)
@@ -334,6 +334,21 @@ class StageRunner:
             error = InvalidMessage(outcome.dead_letter)
             telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(error).__name__).inc()
             await self._dead_letter(record, error, outcome.dead_letter)
+
+    async def _send_until_acknowledged(self, records: list[OutRecord]) -> None:
+        """Produce the handler's outputs until the broker acknowledges them all. The same records are
+        sent again, the handler is not run again: its work may have been a platform send (which
+        would reach the user twice: seen when a broker was killed under load) or a model call."""
+        failures = 0
+        while True:
+            try:
+                await send_all(self._producer, records)
+                return
+            except KafkaError as exc:
+                failures += 1
+                telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(exc).__name__).inc()
+                log.warning("the broker did not acknowledge the outputs, sending them again: %s", exc)
+                await asyncio.sleep(min(self._backoff_max_s, self._backoff_base_s * 2 ** min(failures, 6)))
 
     async def _dead_letter(self, record: Consumed, error: BaseException, reason: str) -> None:
         log.error(

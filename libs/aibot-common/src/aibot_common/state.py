@@ -103,8 +103,9 @@ async def read_to_end(consumer: AIOKafkaConsumer, tps: list[TopicPartition], app
     """Read assigned partitions until each position reaches its end offset.
 
     The end is taken from ListOffsets first and then from the high watermark carried by each fetch
-    response, whichever is larger: the watermark is the authoritative figure (some Kafka-protocol
-    brokers answer ListOffsets with a stale end after multi-record batches).
+    response, whichever is larger. On Apache Kafka both agree; the embedded broker `ai-bot up` runs
+    (Tansu) answers ListOffsets with a stale end after multi-record batches, and restoring only to
+    that end would silently drop state, so the watermark stays in.
     """
     ends = await consumer.end_offsets(tps)
     count = 0
