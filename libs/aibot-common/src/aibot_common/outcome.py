@@ -36,3 +36,17 @@ NOTHING = Outcome()
 # What a stage runs per record: the decoded envelope and what the stage's table holds for its
 # conversation (None when there is nothing yet, or the stage keeps no state).
 Handler = Callable[[Envelope, Any], Awaitable[Outcome]]
+
+# Publishes one envelope (routed by `topics.route`) while the handler is still working, e.g. the
+# answer so far. Best effort: it never raises, and what it publishes is disposable, because only the
+# Outcome is produced with the state and acknowledged before the offset is committed.
+PublishPartial = Callable[[Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Streams:
+    """A stage handler that also publishes partial results while it works (core-llm streaming the
+    model's answer). The runner passes it the `PublishPartial` it owns, so the handler itself still
+    never touches Kafka."""
+
+    handler: Callable[[Envelope, Any, PublishPartial], Awaitable[Outcome]]

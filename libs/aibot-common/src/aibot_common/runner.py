@@ -37,7 +37,7 @@ from aibot_common import telemetry
 from aibot_common.envelope import Envelope
 from aibot_common.errors import DEAD_LETTERS_PER_MINUTE, DeadLetterLimitExceeded, InvalidMessage, Retryable
 from aibot_common.kafka import OutRecord, dead_letter, send_all
-from aibot_common.outcome import Handler
+from aibot_common.outcome import Handler, Streams
 from aibot_common.state import ChangelogTable
 from aibot_common.topics import Topic, route
 
@@ -114,7 +114,7 @@ class StageRunner:
         producer: AIOKafkaProducer,
         topics: Sequence[str],
         group_id: str,
-        handler: Handler,
+        handler: Handler | Streams,
         table: ChangelogTable | None = None,
         route: Route = route,
         max_in_flight: int = 512,
@@ -123,6 +123,7 @@ class StageRunner:
         backoff_max_s: float = 30.0,
         dlq_limit_per_minute: int = DEAD_LETTERS_PER_MINUTE,
         drain_timeout_s: float = 30.0,
+        on_assignment: Callable[[float], None] | None = None,
     ) -> None:
         self.stage = stage
         self.group_id = group_id
@@ -138,6 +139,9 @@ class StageRunner:
         self._backoff_max_s = backoff_max_s
         self._dlq_limit = dlq_limit_per_minute
         self._drain_timeout_s = drain_timeout_s
+        # Told this replica's share (0..1) of its topics' partitions after every rebalance, so a
+        # budget that is cluster-wide (a platform's overall rate limit) can be split by ownership.
+        self._on_assignment = on_assignment
 
         self._tracker = OffsetTracker()
         self._committed: dict[TopicPartition, int] = {}
@@ -303,7 +307,10 @@ class StageRunner:
         envelope = record.envelope
         table = self._table
         stored = table.get(record.partition, envelope.key) if table is not None else None
-        outcome = await self._handler(envelope, stored)
+        if isinstance(self._handler, Streams):
+            outcome = await self._handler.handler(envelope, stored, self._publish_partial)
+        else:
+            outcome = await self._handler(envelope, stored)
         records = [OutRecord.of(self._route(e), e) for e in outcome.emit]
         state = outcome.state_value()
         if state is not None:
@@ -320,6 +327,16 @@ class StageRunner:
             error = InvalidMessage(outcome.dead_letter)
             telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(error).__name__).inc()
             await self._dead_letter(record, error, outcome.dead_letter)
+
+    async def _publish_partial(self, envelope: Envelope) -> None:
+        """What a `Streams` handler publishes mid-work: routed and produced now, not with the outcome.
+        Losing one costs only a preview update (the next one, or the final outcome, carries the whole
+        text), so a broker hiccup is logged and the handler carries on."""
+        try:
+            await send_all(self._producer, [OutRecord.of(self._route(envelope), envelope)])
+        except KafkaError as exc:
+            telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(exc).__name__).inc()
+            log.warning("partial %s not published: %s", envelope.id, exc)
 
     async def _dead_letter(self, record: Consumed, error: BaseException, reason: str) -> None:
         log.error(
@@ -386,6 +403,7 @@ class StageRunner:
         await self._wait_for(lambda: self._tracker.pending_count(mine) == 0, self._drain_timeout_s)
         await self._commit(mine)
         self._assigned -= mine
+        self._report_share()
         self._tracker.forget(mine)
         for tp in mine:
             self._committed.pop(tp, None)
@@ -397,7 +415,14 @@ class StageRunner:
         if self._table is not None and new:
             await self._table.restore(tp.partition for tp in new)
         self._assigned |= assigned
+        self._report_share()
         log.info("stage %s assigned %d partitions", self.stage, len(self._assigned))
+
+    def _report_share(self) -> None:
+        if self._on_assignment is None:
+            return
+        total = sum(len(self._consumer.partitions_for_topic(t) or ()) for t in self._topics)
+        self._on_assignment(len(self._assigned) / total if total else 0.0)
 
     @staticmethod
     async def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:

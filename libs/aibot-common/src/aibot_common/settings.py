@@ -143,6 +143,15 @@ class RendererSettings(_Section):
     send_attempts: int = Field(default=6, ge=1)
 
 
+class StreamingSettings(_Section):
+    """Answers shown while the model writes them (core-llm publishes partials, the renderer shows them)."""
+
+    enabled: bool = Field(default=True, description="Publish the answer so far while the model writes it.")
+    # A few updates a second look live; one per token would be a record and a platform call per token.
+    partial_interval_s: float = Field(default=0.25, gt=0, le=10, description="Least time between two partials.")
+    telegram_drafts: bool = Field(default=True, description="Private chats: preview with sendMessageDraft.")
+
+
 class AsrSettings(_Section):
     model: str | None = Field(default=None, description="Name of the asr model; the first if unset.")
     max_duration_s: float = Field(default=300.0, gt=0)
@@ -177,6 +186,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     renderer: RendererSettings = Field(default_factory=RendererSettings)
+    streaming: StreamingSettings = Field(default_factory=StreamingSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 

@@ -50,6 +50,12 @@ END_TO_END_SECONDS = Histogram(
 )
 INGRESS_EVENTS = Counter("aibot_ingress_events_total", "Platform events received", ["platform", "outcome"])
 LLM_SECONDS = Histogram("aibot_llm_seconds", "LLM call duration", ["model"], buckets=LATENCY_BUCKETS)
+LLM_FIRST_TOKEN_SECONDS = Histogram(
+    "aibot_llm_first_token_seconds",
+    "From the model request to its first streamed token",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
 LLM_TOKENS = Counter("aibot_llm_tokens_total", "Tokens used", ["model", "kind"])
 LLM_ERRORS = Counter("aibot_llm_errors_total", "LLM calls that failed", ["model", "reason"])
 ASR_SECONDS = Histogram("aibot_asr_seconds", "Transcription duration", ["model"], buckets=LATENCY_BUCKETS)
@@ -83,6 +89,7 @@ METRIC_NAMES = {
         END_TO_END_SECONDS,
         INGRESS_EVENTS,
         LLM_SECONDS,
+        LLM_FIRST_TOKEN_SECONDS,
         LLM_TOKENS,
         LLM_ERRORS,
         ASR_SECONDS,

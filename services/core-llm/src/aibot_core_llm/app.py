@@ -14,22 +14,32 @@ import httpx
 from fastapi import FastAPI
 
 from aibot_common.envelope import Envelope
-from aibot_common.outcome import Handler, Outcome
+from aibot_common.outcome import Handler, Outcome, PublishPartial, Streams
 from aibot_common.service import create_service_app, kafka_producer
 from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.state import ChangelogTable
 from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, consumed_by
 from aibot_core_llm.handler import ConversationState, handle
-from aibot_core_llm.llm import ChatModel, OpenAICompatibleModel
+from aibot_core_llm.llm import OpenAICompatibleModel, StreamingChatModel
+from aibot_core_llm.streaming import StreamingModel, partial_replies
 
 
-def make_handler(model: ChatModel, settings: Settings) -> Handler:
-    async def handle_message(envelope: Envelope, stored: Any) -> Outcome:
+def make_handler(model: StreamingChatModel, settings: Settings) -> Handler | Streams:
+    if not settings.streaming.enabled:
+
+        async def handle_whole(envelope: Envelope, stored: Any) -> Outcome:
+            state = ConversationState.model_validate(stored) if stored else ConversationState()
+            return await handle(envelope, state, model, settings.core)
+
+        return handle_whole
+
+    async def handle_streaming(envelope: Envelope, stored: Any, publish: PublishPartial) -> Outcome:
         state = ConversationState.model_validate(stored) if stored else ConversationState()
-        return await handle(envelope, state, model, settings.core)
+        async with partial_replies(envelope, publish, settings.streaming.partial_interval_s) as partials:
+            return await handle(envelope, state, StreamingModel(model, partials), settings.core)
 
-    return handle_message
+    return Streams(handle_streaming)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +37,17 @@ class ChatModel(Protocol):
     async def complete(self, messages: list[dict[str, str]]) -> Completion: ...
 
 
+# Called with the whole answer so far after each piece the model streams (cheap and synchronous:
+# the caller coalesces, so the stream is never held up by what is done with it).
+OnText = Callable[[str], None]
+
+
+class StreamingChatModel(Protocol):
+    name: str
+
+    async def complete(self, messages: list[dict[str, str]], on_text: OnText | None = None) -> Completion: ...
+
+
 class OpenAICompatibleModel:
     def __init__(self, config: ModelConfig, client: httpx.AsyncClient) -> None:
         assert config.endpoint
@@ -44,7 +56,7 @@ class OpenAICompatibleModel:
         self._client = client
         self._endpoint = config.endpoint
 
-    async def complete(self, messages: list[dict[str, str]]) -> Completion:
+    async def complete(self, messages: list[dict[str, str]], on_text: OnText | None = None) -> Completion:
         body: dict[str, object] = {
             "model": self._config.api_model,
             "messages": messages,
@@ -60,7 +72,7 @@ class OpenAICompatibleModel:
         started = time.perf_counter()
         try:
             with telemetry.span("llm chat", model=self.name):
-                completion = await self._stream(body, headers)
+                completion = await self._stream(body, headers, on_text, started)
         except LLMError as exc:
             telemetry.LLM_ERRORS.labels(model=self.name, reason=_reason(exc)).inc()
             raise
@@ -71,8 +83,11 @@ class OpenAICompatibleModel:
             telemetry.LLM_TOKENS.labels(model=self.name, kind="completion").inc(completion.completion_tokens)
         return completion
 
-    async def _stream(self, body: dict[str, object], headers: dict[str, str]) -> Completion:
+    async def _stream(
+        self, body: dict[str, object], headers: dict[str, str], on_text: OnText | None, started: float
+    ) -> Completion:
         pieces: list[str] = []
+        so_far = ""
         usage: dict[str, int] = {}
         timeout = httpx.Timeout(self._config.timeout_s, connect=10.0)
         try:
@@ -97,7 +112,14 @@ class OpenAICompatibleModel:
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         if delta.get("content"):
+                            if not pieces:
+                                telemetry.LLM_FIRST_TOKEN_SECONDS.labels(model=self.name).observe(
+                                    time.perf_counter() - started
+                                )
                             pieces.append(delta["content"])
+                            if on_text is not None:
+                                so_far += delta["content"]
+                                on_text(so_far)
                     if chunk.get("usage"):
                         usage = chunk["usage"]
         except httpx.TimeoutException as exc:

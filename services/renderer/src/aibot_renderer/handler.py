@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from aibot_common import telemetry
-from aibot_common.envelope import Envelope, Platform
+from aibot_common.envelope import Envelope, Kind, Platform
 from aibot_common.outcome import NOTHING, Outcome
 from aibot_common.settings import RendererSettings
 from aibot_renderer.feishu_format import format_for_feishu
@@ -38,6 +38,8 @@ def format_reply(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
 
 
 def process_reply(reply: Envelope, settings: RendererSettings) -> Outcome:
+    if reply.kind is Kind.PARTIAL:
+        return NOTHING  # no platform previews partial answers yet: the final reply says it all
     return Outcome(emit=format_reply(reply, settings))
 
 
