@@ -4,6 +4,7 @@ the runner publishing partials before it produces the outcome (no broker: a stan
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import httpx
@@ -58,7 +59,7 @@ async def test_partials_are_a_few_growing_prefixes_and_the_final_reply_is_exact(
     assert partials[0].text().startswith("Echo:")
     texts = [p.text() for p in partials]
     assert all(final.text().startswith(t) for t in texts)
-    assert all(len(a) < len(b) for a, b in zip(texts, texts[1:], strict=False)), "each partial grows"
+    assert all(len(a) < len(b) for a, b in itertools.pairwise(texts)), "each partial grows"
     for seq, partial in enumerate(partials, start=1):
         assert partial.kind is Kind.PARTIAL and route(partial) is REPLIES
         assert partial.meta["stream"] == final.id == stream_id(MESSAGE)
