@@ -30,7 +30,7 @@ MESSAGE = Envelope(
 )
 
 
-async def _stream(fake: FakeLLM, interval_s: float) -> tuple[Outcome, list[Envelope]]:
+async def _stream(fake: FakeLLM, interval_s: float, first_after_s: float = 0.0) -> tuple[Outcome, list[Envelope]]:
     published: list[Envelope] = []
 
     async def publish(envelope: Envelope) -> None:
@@ -39,7 +39,7 @@ async def _stream(fake: FakeLLM, interval_s: float) -> tuple[Outcome, list[Envel
     config = ModelConfig(name="fake", type="llm", endpoint=fake.endpoint)
     async with httpx.AsyncClient() as http:
         model = OpenAICompatibleModel(config, http)
-        async with partial_replies(MESSAGE, publish, interval_s) as partials:
+        async with partial_replies(MESSAGE, publish, interval_s, first_after_s) as partials:
             outcome = await handle(MESSAGE, ConversationState(), StreamingModel(model, partials), SETTINGS)
     return outcome, published
 
@@ -65,6 +65,17 @@ async def test_partials_are_a_few_growing_prefixes_and_the_final_reply_is_exact(
         assert partial.meta["stream"] == final.id == stream_id(MESSAGE)
         assert partial.meta["seq"] == str(seq)
         assert partial.reply_to_message_id == "1" and partial.key == MESSAGE.key
+
+
+async def test_an_answer_complete_before_the_first_partial_is_due_has_no_preview() -> None:
+    fake = FakeLLM()  # the whole answer at once
+    await fake.start()
+    try:
+        outcome, partials = await _stream(fake, interval_s=0.25, first_after_s=0.3)
+    finally:
+        await fake.stop()
+    assert partials == []
+    assert outcome.emit[0].text() == f"Echo: {WORDS}"
 
 
 async def test_a_failed_attempt_streams_afresh_and_ends_in_one_final_reply() -> None:

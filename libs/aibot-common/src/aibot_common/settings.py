@@ -107,6 +107,7 @@ class TelegramConfig(_Section):
     # Telegram's flood limits (python-telegram-bot's FloodLimit): 30 messages/s overall.
     messages_per_second: float = Field(default=30.0, gt=0)
     group_messages_per_minute: float = Field(default=20.0, gt=0)
+    chat_messages_per_second: float = Field(default=1.0, gt=0, description="Per chat, averaged over 3 s.")
 
 
 class FeishuConfig(_Section):
@@ -149,6 +150,8 @@ class StreamingSettings(_Section):
     enabled: bool = Field(default=True, description="Publish the answer so far while the model writes it.")
     # A few updates a second look live; one per token would be a record and a platform call per token.
     partial_interval_s: float = Field(default=0.25, gt=0, le=10, description="Least time between two partials.")
+    # An answer complete this soon after its first token is simply sent: no preview, no edits.
+    first_partial_after_s: float = Field(default=0.1, ge=0, le=10, description="Wait before the first partial.")
     telegram_drafts: bool = Field(default=True, description="Private chats: preview with sendMessageDraft.")
 
 

@@ -36,7 +36,10 @@ def make_handler(model: StreamingChatModel, settings: Settings) -> Handler | Str
 
     async def handle_streaming(envelope: Envelope, stored: Any, publish: PublishPartial) -> Outcome:
         state = ConversationState.model_validate(stored) if stored else ConversationState()
-        async with partial_replies(envelope, publish, settings.streaming.partial_interval_s) as partials:
+        streaming = settings.streaming
+        async with partial_replies(
+            envelope, publish, streaming.partial_interval_s, streaming.first_partial_after_s
+        ) as partials:
             return await handle(envelope, state, StreamingModel(model, partials), settings.core)
 
     return Streams(handle_streaming)

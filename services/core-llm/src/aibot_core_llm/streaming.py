@@ -2,8 +2,10 @@
 
 The model streams a token at a time; the renderer needs a growing text a few times a second, not a
 record per token. `PartialReplies` keeps only the newest text and publishes it at most every
-`interval_s` (the first one at once, so the first words show as soon as they exist), and never
-while the previous one is still being produced: a slow broker just means fewer, fuller partials.
+`interval_s`, and never while the previous one is still being produced: a slow broker just means
+fewer, fuller partials. The first one waits `first_after_s` after the first token: an answer that is
+complete by then (a command's, a short one from a fast model) goes out whole, without a preview
+costing platform calls, while a long one still shows its first words within a fraction of a second.
 
 Partials are disposable. Each carries the whole text so far (not a delta) and, in `meta["stream"]`,
 the id of the final reply it leads up to; the final REPLY, produced with the conversation's state
@@ -46,10 +48,11 @@ def partial_reply(message: Envelope, text: str, seq: int) -> Envelope:
 
 
 class PartialReplies:
-    def __init__(self, message: Envelope, publish: PublishPartial, interval_s: float) -> None:
+    def __init__(self, message: Envelope, publish: PublishPartial, interval_s: float, first_after_s: float) -> None:
         self._message = message
         self._publish = publish
         self._interval_s = interval_s
+        self._first_after_s = first_after_s
         self._latest = ""
         self._published = ""
         self._changed = asyncio.Event()
@@ -66,6 +69,7 @@ class PartialReplies:
             self._task = asyncio.create_task(self._pump(), name=f"partials {self._message.id}")
 
     async def _pump(self) -> None:
+        await asyncio.sleep(self._first_after_s)
         while True:
             await self._changed.wait()
             self._changed.clear()
@@ -88,9 +92,9 @@ class PartialReplies:
 
 @asynccontextmanager
 async def partial_replies(
-    message: Envelope, publish: PublishPartial, interval_s: float
+    message: Envelope, publish: PublishPartial, interval_s: float, first_after_s: float = 0.0
 ) -> AsyncIterator[PartialReplies]:
-    partials = PartialReplies(message, publish, interval_s)
+    partials = PartialReplies(message, publish, interval_s, first_after_s)
     try:
         yield partials
     finally:
