@@ -83,6 +83,29 @@ async def test_a_long_answer_streams_and_arrives_complete_under_429s(pipeline: P
     assert len(telegram.shown_in(group)) == 2, "past 4096 characters: a second message"
 
 
+async def test_a_long_answer_streams_into_a_feishu_card_and_arrives_complete_under_throttling(
+    pipeline: Pipeline,
+) -> None:
+    feishu = pipeline.feishu
+    assert feishu is not None
+    chat = "oc_stream_e2e"
+    # Feishu pushing back mid-stream: the card's frequency limit, then the gateway's 429.
+    feishu.fail_next("card_content", code=230020, msg="card frequency limit", http_status=429, retry_after=1)
+    feishu.fail_next("card_content", code=99991400, msg="request trigger frequency limit", http_status=429)
+    expected = f"Echo: {_question('feishu')}"
+    with _slow_model(pipeline):
+        feishu.user_sends_text(chat, _question("feishu"))
+
+        def done() -> bool:
+            return " ".join(feishu.shown_in(chat)).split() == expected.split()
+
+        await _until(lambda: feishu.calls_to("card_content"), 60, "the card never streamed")
+        await _until(done, 120, f"feishu shows {' '.join(feishu.shown_in(chat))[-300:]!r}")
+    await asyncio.sleep(1.5)
+    assert " ".join(feishu.shown_in(chat)).split() == expected.split()
+    assert len(feishu.sent_to(chat)) == 1, "one card, updated in place"
+
+
 @pytest.mark.disrupts_pipeline
 async def test_killing_core_llm_mid_stream_ends_in_one_complete_answer(pipeline: Pipeline) -> None:
     group = -7201

@@ -22,7 +22,7 @@ from aibot_common.state import ChangelogTable
 from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, consumed_by
 from aibot_core_llm.handler import ConversationState, handle
 from aibot_core_llm.llm import OpenAICompatibleModel, StreamingChatModel
-from aibot_core_llm.streaming import StreamingModel, partial_replies
+from aibot_core_llm.streaming import StreamingModel, mark_streamed, partial_replies
 
 
 def make_handler(model: StreamingChatModel, settings: Settings) -> Handler | Streams:
@@ -40,7 +40,8 @@ def make_handler(model: StreamingChatModel, settings: Settings) -> Handler | Str
         async with partial_replies(
             envelope, publish, streaming.partial_interval_s, streaming.first_partial_after_s
         ) as partials:
-            return await handle(envelope, state, StreamingModel(model, partials), settings.core)
+            outcome = await handle(envelope, state, StreamingModel(model, partials), settings.core)
+        return mark_streamed(outcome, partials)
 
     return Streams(handle_streaming)
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aibot_common.envelope import Envelope, Kind, derived_id
-from aibot_common.outcome import PublishPartial
+from aibot_common.outcome import Outcome, PublishPartial
 from aibot_core_llm.handler import reply
 from aibot_core_llm.llm import Completion, StreamingChatModel
 
@@ -88,6 +89,17 @@ class PartialReplies:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def mark_streamed(outcome: Outcome, partials: PartialReplies) -> Outcome:
+    """Tell the renderer that this reply had previews (`meta["streamed"]`), so it lays the final out
+    as the previews were (Feishu: cards) and finishes them rather than starting afresh."""
+    if partials.count == 0:
+        return outcome
+    emit = [
+        e.model_copy(update={"meta": {**e.meta, "streamed": "1"}}) if e.kind is Kind.REPLY else e for e in outcome.emit
+    ]
+    return dataclasses.replace(outcome, emit=emit)
 
 
 @asynccontextmanager

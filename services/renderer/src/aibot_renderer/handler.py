@@ -16,7 +16,7 @@ from aibot_common import telemetry
 from aibot_common.envelope import Envelope, Kind, Platform
 from aibot_common.outcome import NOTHING, Outcome
 from aibot_common.settings import RendererSettings
-from aibot_renderer.feishu_format import format_for_feishu
+from aibot_renderer.feishu_format import format_for_feishu, format_preview_for_feishu
 from aibot_renderer.streams import SenderState, StreamProgress
 from aibot_renderer.telegram_format import format_for_telegram, format_preview_for_telegram
 
@@ -24,7 +24,10 @@ Formatter = Callable[[Envelope, RendererSettings], list[Envelope]]
 
 FORMATTERS: dict[Platform, Formatter] = {Platform.TELEGRAM: format_for_telegram, Platform.FEISHU: format_for_feishu}
 # Partial answers become one preview message per platform that can show them; others wait for the final.
-PREVIEW_FORMATTERS: dict[Platform, Formatter] = {Platform.TELEGRAM: format_preview_for_telegram}
+PREVIEW_FORMATTERS: dict[Platform, Formatter] = {
+    Platform.TELEGRAM: format_preview_for_telegram,
+    Platform.FEISHU: format_preview_for_feishu,
+}
 
 
 class PlatformSender(Protocol):

@@ -17,12 +17,23 @@ DELIVERED_IDS_KEPT = 500
 STREAMS_KEPT = 20  # streams in progress per chat; more means finals were lost, which a re-delivery fixes
 
 
-class StreamProgress(BaseModel):
-    """How one answer is being previewed: a draft (private chats), or messages edited in place."""
+class CardShown(BaseModel):
+    """A Feishu CardKit card entity showing one part of an answer, and the message that carries it."""
 
-    mode: Literal["draft", "edit"]
+    card_id: str
+    message_id: str
+    created_at: float  # epoch seconds: its streaming window (10 minutes) and its sequence numbers
+    streaming_closed: bool = False  # Feishu closed its streaming early (300309): re-create it
+
+
+class StreamProgress(BaseModel):
+    """How one answer is being previewed. Telegram: a draft (private chats), or messages edited in
+    place; Feishu: streaming cards, or nothing ("plain": the final is sent as ordinary messages)."""
+
+    mode: Literal["draft", "edit", "card", "plain"]
     # The messages showing the answer so far (edit mode), in order: part 1 is message_ids[0].
     message_ids: list[int] = Field(default_factory=list)
+    cards: list[CardShown] = Field(default_factory=list)  # card mode: part 1 is cards[0]
 
 
 class SenderState(BaseModel):
