@@ -155,6 +155,16 @@ class StreamingSettings(_Section):
     telegram_drafts: bool = Field(default=True, description="Private chats: preview with sendMessageDraft.")
 
 
+class FailoverSettings(_Section):
+    """core-llm trying the next llm of the `models` list when one fails (timeout, 5xx, 429, connection)."""
+
+    # Past this, the user gets an apology instead of more waiting (within 30 s of asking).
+    answer_deadline_s: float = Field(default=25.0, gt=0, le=300, description="Longest wait for a first token.")
+    first_token_timeout_s: float = Field(default=12.0, gt=0, le=300, description="Per model, before the next.")
+    breaker_failures: int = Field(default=3, ge=1, description="Failures in a row that open a model's breaker.")
+    breaker_open_s: float = Field(default=30.0, gt=0, description="How long an open breaker skips its model.")
+
+
 class AsrSettings(_Section):
     model: str | None = Field(default=None, description="Name of the asr model; the first if unset.")
     max_duration_s: float = Field(default=300.0, gt=0)
@@ -190,6 +200,7 @@ class Settings(BaseSettings):
     core: CoreSettings = Field(default_factory=CoreSettings)
     renderer: RendererSettings = Field(default_factory=RendererSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
@@ -222,6 +233,11 @@ class Settings(BaseSettings):
 
     def llm_model(self) -> ModelConfig:
         return self._pick("llm", self.core.model)
+
+    def llm_models(self) -> list[ModelConfig]:
+        """Every llm model, the configured one (`core.model`) first: the order core-llm fails over in."""
+        first = self.llm_model()
+        return [first, *(m for m in self.models if m.type == "llm" and m is not first)]
 
     def asr_model(self) -> ModelConfig:
         return self._pick("asr", self.asr.model)

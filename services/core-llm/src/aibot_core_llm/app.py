@@ -20,17 +20,18 @@ from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.state import ChangelogTable
 from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, consumed_by
+from aibot_core_llm.failover import FailoverModels
 from aibot_core_llm.handler import ConversationState, handle
-from aibot_core_llm.llm import OpenAICompatibleModel, StreamingChatModel
+from aibot_core_llm.llm import OpenAICompatibleModel
 from aibot_core_llm.streaming import StreamingModel, mark_streamed, partial_replies
 
 
-def make_handler(model: StreamingChatModel, settings: Settings) -> Handler | Streams:
+def make_handler(models: FailoverModels, settings: Settings) -> Handler | Streams:
     if not settings.streaming.enabled:
 
         async def handle_whole(envelope: Envelope, stored: Any) -> Outcome:
             state = ConversationState.model_validate(stored) if stored else ConversationState()
-            return await handle(envelope, state, model, settings.core)
+            return await handle(envelope, state, models.for_request(), settings.core)
 
         return handle_whole
 
@@ -40,14 +41,14 @@ def make_handler(model: StreamingChatModel, settings: Settings) -> Handler | Str
         async with partial_replies(
             envelope, publish, streaming.partial_interval_s, streaming.first_partial_after_s
         ) as partials:
-            outcome = await handle(envelope, state, StreamingModel(model, partials), settings.core)
+            outcome = await handle(envelope, state, StreamingModel(models.for_request(), partials), settings.core)
         return mark_streamed(outcome, partials)
 
     return Streams(handle_streaming)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    model_config = settings.llm_model()  # fails fast when the models list has no llm
+    model_configs = settings.llm_models()  # fails fast when the models list has no llm
     status = ServiceStatus()
 
     @asynccontextmanager
@@ -61,12 +62,12 @@ def create_app(settings: Settings) -> FastAPI:
             kafka_producer(settings, "aibot-core-llm") as (producer, health),
             httpx.AsyncClient(limits=limits) as http,
         ):
-            model = OpenAICompatibleModel(model_config, http)
+            models = FailoverModels([OpenAICompatibleModel(m, http) for m in model_configs], settings.failover)
             stage = Stage(
                 name="core-llm",
                 group_id=GROUP_CORE,
                 topics=consumed_by(GROUP_CORE),
-                handler=make_handler(model, settings),
+                handler=make_handler(models, settings),
                 max_in_flight=settings.core.max_in_flight,
                 table=table,
             )

@@ -20,6 +20,7 @@ class Completion:
     text: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    first_token_s: float | None = None  # from the request to the first streamed piece
 
 
 class LLMError(Exception):
@@ -81,6 +82,11 @@ class OpenAICompatibleModel:
             telemetry.LLM_TOKENS.labels(model=self.name, kind="prompt").inc(completion.prompt_tokens)
         if completion.completion_tokens is not None:
             telemetry.LLM_TOKENS.labels(model=self.name, kind="completion").inc(completion.completion_tokens)
+            if completion.first_token_s is not None:
+                writing = time.perf_counter() - started - completion.first_token_s
+                if writing > 0 and completion.completion_tokens > 1:
+                    rate = (completion.completion_tokens - 1) / writing
+                    telemetry.LLM_TOKENS_PER_SECOND.labels(model=self.name).observe(rate)
         return completion
 
     async def _stream(
@@ -88,6 +94,7 @@ class OpenAICompatibleModel:
     ) -> Completion:
         pieces: list[str] = []
         so_far = ""
+        first_token_s: float | None = None
         usage: dict[str, int] = {}
         timeout = httpx.Timeout(self._config.timeout_s, connect=10.0)
         try:
@@ -113,9 +120,8 @@ class OpenAICompatibleModel:
                         delta = choice.get("delta") or {}
                         if delta.get("content"):
                             if not pieces:
-                                telemetry.LLM_FIRST_TOKEN_SECONDS.labels(model=self.name).observe(
-                                    time.perf_counter() - started
-                                )
+                                first_token_s = time.perf_counter() - started
+                                telemetry.LLM_FIRST_TOKEN_SECONDS.labels(model=self.name).observe(first_token_s)
                             pieces.append(delta["content"])
                             if on_text is not None:
                                 so_far += delta["content"]
@@ -131,7 +137,7 @@ class OpenAICompatibleModel:
         text = "".join(pieces).strip()
         if not text:
             raise LLMError("model returned an empty answer", retryable=True)
-        return Completion(text, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        return Completion(text, usage.get("prompt_tokens"), usage.get("completion_tokens"), first_token_s)
 
 
 def _from_json(data: dict) -> Completion:
@@ -157,6 +163,11 @@ def _http_error(response: httpx.Response) -> LLMError:
             retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
         )
     return LLMError(f"model endpoint answered {status}: {detail}", retryable=False)
+
+
+def failure_reason(exc: LLMError) -> str:
+    """A short label for a failure (metrics): timeout, the HTTP status, connection or invalid."""
+    return _reason(exc)
 
 
 def _reason(exc: LLMError) -> str:
