@@ -165,6 +165,15 @@ class FailoverSettings(_Section):
     breaker_open_s: float = Field(default=30.0, gt=0, description="How long an open breaker skips its model.")
 
 
+class EditSettings(_Section):
+    """What core-llm does with a message the user edited after sending it (Telegram `edited_message`)."""
+
+    # window: answer the edited text only if the edit came soon after the original (the answer to
+    # it may not even be out, or the user is correcting a typo); reanswer: always; ignore: never.
+    mode: Literal["window", "reanswer", "ignore"] = "window"
+    window_s: float = Field(default=60.0, ge=0, description="window mode: edits later than this are ignored.")
+
+
 class AsrSettings(_Section):
     model: str | None = Field(default=None, description="Name of the asr model; the first if unset.")
     max_duration_s: float = Field(default=300.0, gt=0)
@@ -201,6 +210,7 @@ class Settings(BaseSettings):
     renderer: RendererSettings = Field(default_factory=RendererSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    edits: EditSettings = Field(default_factory=EditSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 

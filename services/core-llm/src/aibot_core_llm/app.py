@@ -14,12 +14,13 @@ import httpx
 from fastapi import FastAPI
 
 from aibot_common.envelope import Envelope
-from aibot_common.outcome import Handler, Outcome, PublishPartial, Streams
+from aibot_common.outcome import NOTHING, Handler, Outcome, PublishPartial, Streams
 from aibot_common.service import create_service_app, kafka_producer
 from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.state import ChangelogTable
 from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, consumed_by
+from aibot_core_llm.edits import answers_edit
 from aibot_core_llm.failover import FailoverModels
 from aibot_core_llm.handler import ConversationState, handle
 from aibot_core_llm.llm import OpenAICompatibleModel
@@ -30,12 +31,16 @@ def make_handler(models: FailoverModels, settings: Settings) -> Handler | Stream
     if not settings.streaming.enabled:
 
         async def handle_whole(envelope: Envelope, stored: Any) -> Outcome:
+            if not answers_edit(envelope, settings.edits):
+                return NOTHING
             state = ConversationState.model_validate(stored) if stored else ConversationState()
             return await handle(envelope, state, models.for_request(), settings.core)
 
         return handle_whole
 
     async def handle_streaming(envelope: Envelope, stored: Any, publish: PublishPartial) -> Outcome:
+        if not answers_edit(envelope, settings.edits):
+            return NOTHING  # an edit the settings leave unanswered (deterministic: a re-delivery agrees)
         state = ConversationState.model_validate(stored) if stored else ConversationState()
         streaming = settings.streaming
         async with partial_replies(
