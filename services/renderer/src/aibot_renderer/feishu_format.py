@@ -55,6 +55,33 @@ def defuse_mentions(text: str) -> str:
     return _AT_TAG.sub("<\u200b\\1", text)
 
 
+# Inline code (a run of backticks, its content, the same run) and fenced code blocks: left as they are.
+_CODE = re.compile(
+    r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]{0,3}\1[ \t]*$|\Z)|(`+)(?!`).+?(?<!`)\2(?!`)",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def literal_html(markdown: str) -> str:
+    """Card markdown is CommonMark with some HTML (`<font>`, `<at>`, `<a>`...): a model's `List<String>`,
+    `<b>` or `a < b > c` would be read as tags and lost, and `&amp;` decoded. Outside code, `<` and
+    `&` become the character references CommonMark turns back into exactly those characters (the
+    Telegram side swaps them for stand-ins, the same idea); code spans and blocks show their text
+    literally already, so they are left alone."""
+    out: list[str] = []
+    last = 0
+    for match in _CODE.finditer(markdown):
+        out.append(_escape(markdown[last : match.start()]))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(_escape(markdown[last:]))
+    return "".join(out)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
 def text_content(text: str) -> str:
     # Single newlines become blank lines, as the first version did, so lines stay apart in the client.
     spaced = re.sub(r"(?<!\n)\n(?!\n)", "\n\n", text)
@@ -67,9 +94,9 @@ ANSWER_ELEMENT = "answer"  # the element id a streaming card's text is updated t
 def card_content(markdown: str, transcript: str | None = None, *, streaming: bool = False) -> str:
     elements: list[dict[str, Any]] = []
     if transcript:
-        elements.append({"tag": "markdown", "content": f"<font color='grey'>🎤 {transcript}</font>"})
+        elements.append({"tag": "markdown", "content": f"<font color='grey'>🎤 {_escape(transcript)}</font>"})
         elements.append({"tag": "hr"})
-    elements.append({"tag": "markdown", "content": markdown, "element_id": ANSWER_ELEMENT})
+    elements.append({"tag": "markdown", "content": literal_html(markdown), "element_id": ANSWER_ELEMENT})
     card: dict[str, Any] = {"schema": "2.0", "body": {"elements": elements}}
     if streaming:
         # Feishu animates the difference between two texts; the summary is the chat list's preview.

@@ -35,7 +35,14 @@ from aibot_common.platforms.feishu import (
     FeishuRejected,
     FeishuRetryable,
 )
-from aibot_renderer.feishu_format import ANSWER_ELEMENT, MSG_TYPES, card_content, defuse_mentions, text_content
+from aibot_renderer.feishu_format import (
+    ANSWER_ELEMENT,
+    MSG_TYPES,
+    card_content,
+    defuse_mentions,
+    literal_html,
+    text_content,
+)
 from aibot_renderer.limits import PerChatLimiter
 from aibot_renderer.streams import CardShown, StreamProgress
 
@@ -217,14 +224,15 @@ class FeishuSender:
         return new
 
     async def _stream_text(self, card: CardShown, text: str) -> None:
+        content = literal_html(text)  # as card_content writes it: what looks like HTML stays text
         try:
-            await self._client.stream_card_content(card.card_id, ANSWER_ELEMENT, text, self._next_sequence(card))
+            await self._client.stream_card_content(card.card_id, ANSWER_ELEMENT, content, self._next_sequence(card))
         except FeishuRejected as exc:
             if exc.code not in CARD_SEQUENCE_CODES:
                 raise
             # Another replica numbered past our clock: jump ahead once, and stay ahead.
             self._sequence[card.card_id] = self._next_sequence(card) + 60_000
-            await self._client.stream_card_content(card.card_id, ANSWER_ELEMENT, text, self._next_sequence(card))
+            await self._client.stream_card_content(card.card_id, ANSWER_ELEMENT, content, self._next_sequence(card))
         self._remember(card.card_id, text)
 
     def _next_sequence(self, card: CardShown) -> int:
