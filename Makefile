@@ -26,6 +26,7 @@ format: install
 
 bench: install  ## throughput and latency figures (see docs/benchmarks.md)
 	$(UV) run python benchmarks/pipeline_bench.py
+	$(UV) run python benchmarks/streaming_bench.py
 	@if [ -f benchmarks/asr_bench.py ]; then $(UV) run python benchmarks/asr_bench.py; fi
 
 deploy-check: install  ## helm lint/template + schema validation, hadolint, compose validation

@@ -151,7 +151,7 @@ class StreamingSettings(_Section):
     # A few updates a second look live; one per token would be a record and a platform call per token.
     partial_interval_s: float = Field(default=0.25, gt=0, le=10, description="Least time between two partials.")
     # An answer complete this soon after its first token is simply sent: no preview, no edits.
-    first_partial_after_s: float = Field(default=0.1, ge=0, le=10, description="Wait before the first partial.")
+    first_partial_after_s: float = Field(default=0.05, ge=0, le=10, description="Wait before the first partial.")
     telegram_drafts: bool = Field(default=True, description="Private chats: preview with sendMessageDraft.")
 
 

@@ -191,7 +191,7 @@ class TelegramSender:
             private = conversation.chat_type is ChatType.PRIVATE
             progress = StreamProgress(mode="draft" if self._drafts and private else "edit")
         if progress.mode == "draft":
-            if not await self._spare(message):
+            if not await self._spare(message, first=shown is None):
                 return shown
             try:
                 await self._draft(conversation.chat_id, draft_id(message.meta["stream"]), parts[-1])
@@ -215,7 +215,7 @@ class TelegramSender:
             for index, part in enumerate(parts):
                 if index < len(ids) and self._shown.get((chat_id, ids[index])) == _digest(part):
                     continue
-                if not await self._spare(message):
+                if not await self._spare(message, first=not ids):
                     break
                 entities = _entities(part)
                 if index < len(ids):
@@ -240,8 +240,10 @@ class TelegramSender:
             self._quiet_until[chat_id] = time.monotonic() + _retry_seconds(exc)
         log.info("preview not shown in chat %s: %s", chat_id, exc)
 
-    async def _spare(self, message: Envelope) -> bool:
-        """Take one unit of every budget this chat uses, if each has some to spare beyond the reserve."""
+    async def _spare(self, message: Envelope, *, first: bool = False) -> bool:
+        """Take one unit of every budget this chat uses, if each has some to spare beyond the reserve.
+        An answer's first preview may use the reserve too: the first words are what the user waits
+        for, and the final of an answer already showing can wait its turn."""
         chat_id = message.conversation.chat_id
         if self._quiet_until.get(chat_id, 0.0) > time.monotonic():
             return False
@@ -249,7 +251,8 @@ class TelegramSender:
         limiters = [self._chats.limiter(chat_id), self._overall]
         if message.conversation.chat_type is ChatType.GROUP:
             limiters.append(self._groups.limiter(chat_id))
-        if not all(lim.has_capacity(min(lim.max_rate, 1 + lim.max_rate * PREVIEW_RESERVE)) for lim in limiters):
+        reserve = 0.0 if first else PREVIEW_RESERVE
+        if not all(lim.has_capacity(min(lim.max_rate, 1 + lim.max_rate * reserve)) for lim in limiters):
             return False
         for limiter in limiters:
             await limiter.acquire()  # returns at once: there is capacity, checked just above
