@@ -100,7 +100,9 @@ async def test_a_group_sees_one_message_edited_until_it_holds_the_whole_answer(f
     await chat.show(partial_reply(asked, answer, 4))  # the same text again: no call, no error
     await chat.show(reply(asked, answer))
     methods = [m["method"] for m in fake.sent_to(GROUP)]
-    assert methods == ["sendMessage", "editMessageText", "editMessageText"], methods
+    # The final edit has the same text as the last preview, and takes its Stop button away.
+    assert methods == ["sendMessage", "editMessageText", "editMessageText", "editMessageText"], methods
+    assert fake.sent_to(GROUP)[-1]["reply_markup"] is None
     assert fake.shown_in(GROUP) == [answer]
     assert fake.drafts == []
     assert fake.sent_to(GROUP)[0]["reply_to_message_id"] == int(asked.reply_to_message_id or 0)
@@ -178,3 +180,23 @@ async def test_a_429_skips_previews_for_its_retry_after_and_makes_the_final_retr
     assert caught.value.retry_after == 3
     await chat.show(reply(asked, "one two three"))  # the runner's retry
     assert fake.shown_in(PRIVATE) == ["one two three"]
+
+
+async def test_a_preview_offers_stop_and_the_models_answer_offers_regenerate(fake: FakeTelegram, bot: Bot) -> None:
+    asked = _question(fake, GROUP)
+    chat = Chat(_sender(bot, chat_messages_per_second=100))
+    await chat.show(partial_reply(asked, "Thinking about", 1))
+    (preview,) = fake.sent_to(GROUP)
+    assert preview["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "stop"
+    final = reply(asked, "Thinking about it: done.")
+    await chat.show(final.model_copy(update={"meta": {**final.meta, "regenerable": "1"}}))
+    last = fake.sent_to(GROUP)[-1]
+    assert last["method"] == "editMessageText" and last["message_id"] == preview["message_id"]
+    assert last["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "regen"
+    # Pressing it: the regenerated answer (carrying the callback's id) stops the client's spinner.
+    pressed = fake.user_presses_button(GROUP, last["message_id"], "regen")["callback_query"]
+    again = reply(asked, "Done again.").model_copy(
+        update={"id": "reply-2", "meta": {"callback_query_id": pressed["id"], "regenerable": "1"}}
+    )
+    await chat.show(again)
+    assert [a["callback_query_id"] for a in fake.callback_answers] == [pressed["id"]]

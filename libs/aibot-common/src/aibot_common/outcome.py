@@ -50,3 +50,6 @@ class Streams:
     never touches Kafka."""
 
     handler: Callable[[Envelope, Any, PublishPartial], Awaitable[Outcome]]
+    # Shown every record as it is fetched, before it waits in its conversation's lane: how a "stop"
+    # reaches the work in progress ahead of it (the record is still handled in order afterwards).
+    interrupt: Callable[[Envelope], None] | None = None

@@ -214,6 +214,7 @@ class StageRunner:
             timestamp_ms=message.timestamp,  # type: ignore[attr-defined]
         )
         telemetry.MESSAGES_CONSUMED.labels(topic=record.topic, group=self.group_id).inc()
+        self._interrupt(record)
         self._tracker.started(tp, record.offset)
         self._in_flight += 1
         telemetry.IN_FLIGHT.labels(stage=self.stage).set(self._in_flight)
@@ -228,6 +229,16 @@ class StageRunner:
         task = asyncio.create_task(self._run_lane(lane_key, lane))
         self._lane_tasks.add(task)
         task.add_done_callback(self._lane_tasks.discard)
+
+    def _interrupt(self, record: Consumed) -> None:
+        if not isinstance(self._handler, Streams) or self._handler.interrupt is None:
+            return
+        try:
+            self._handler.interrupt(record.envelope)
+        except InvalidMessage:
+            return  # handled (dead-lettered) in its lane like any other
+        except Exception:
+            log.exception("interrupt hook of stage %s failed", self.stage)
 
     async def _run_lane(self, lane_key: str, lane: deque[Consumed]) -> None:
         try:

@@ -20,6 +20,7 @@ from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
 from aibot_common.state import ChangelogTable
 from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, consumed_by
+from aibot_core_llm.control import StoppableModel, StopSignals, is_regenerate, is_stop, regenerate
 from aibot_core_llm.edits import answers_edit
 from aibot_core_llm.failover import FailoverModels
 from aibot_core_llm.handler import ConversationState, handle
@@ -38,18 +39,29 @@ def make_handler(models: FailoverModels, settings: Settings) -> Handler | Stream
 
         return handle_whole
 
+    stops = StopSignals()
+
     async def handle_streaming(envelope: Envelope, stored: Any, publish: PublishPartial) -> Outcome:
         if not answers_edit(envelope, settings.edits):
             return NOTHING  # an edit the settings leave unanswered (deterministic: a re-delivery agrees)
+        if is_stop(envelope):
+            return NOTHING  # done on arrival (`stops.interrupt`): the stopped answer went out as the answer
         state = ConversationState.model_validate(stored) if stored else ConversationState()
+        if is_regenerate(envelope):
+            again = regenerate(envelope, state)
+            if again is None:
+                return NOTHING
+            envelope, state = again
         streaming = settings.streaming
-        async with partial_replies(
-            envelope, publish, streaming.partial_interval_s, streaming.first_partial_after_s
-        ) as partials:
-            outcome = await handle(envelope, state, StreamingModel(models.for_request(), partials), settings.core)
-        return mark_streamed(outcome, partials)
+        with stops.answering(envelope.key) as stop:
+            async with partial_replies(
+                envelope, publish, streaming.partial_interval_s, streaming.first_partial_after_s
+            ) as partials:
+                model = StreamingModel(StoppableModel(models.for_request(), stop), partials)
+                outcome = await handle(envelope, state, model, settings.core)
+        return mark_streamed(outcome, partials, regenerable=model.answered)
 
-    return Streams(handle_streaming)
+    return Streams(handle_streaming, interrupt=stops.interrupt)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -91,14 +91,16 @@ class PartialReplies:
             self._task = None
 
 
-def mark_streamed(outcome: Outcome, partials: PartialReplies) -> Outcome:
+def mark_streamed(outcome: Outcome, partials: PartialReplies, *, regenerable: bool = False) -> Outcome:
     """Tell the renderer that this reply had previews (`meta["streamed"]`), so it lays the final out
-    as the previews were (Feishu: cards) and finishes them rather than starting afresh."""
-    if partials.count == 0:
+    as the previews were (Feishu: cards) and finishes them rather than starting afresh; and that it
+    is the model's answer (`meta["regenerable"]`), which gets a Regenerate button."""
+    extra = {"streamed": "1"} if partials.count else {}
+    if regenerable:
+        extra["regenerable"] = "1"
+    if not extra:
         return outcome
-    emit = [
-        e.model_copy(update={"meta": {**e.meta, "streamed": "1"}}) if e.kind is Kind.REPLY else e for e in outcome.emit
-    ]
+    emit = [e.model_copy(update={"meta": {**e.meta, **extra}}) if e.kind is Kind.REPLY else e for e in outcome.emit]
     return dataclasses.replace(outcome, emit=emit)
 
 
@@ -121,6 +123,9 @@ class StreamingModel:
         self.name = model.name
         self._model = model
         self._partials = partials
+        self.answered = False  # the model gave the answer (not a command's text, not an apology)
 
     async def complete(self, messages: list[dict[str, str]]) -> Completion:
-        return await self._model.complete(messages, on_text=self._partials.update)
+        completion = await self._model.complete(messages, on_text=self._partials.update)
+        self.answered = True
+        return completion

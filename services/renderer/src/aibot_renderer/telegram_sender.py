@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from aiolimiter import AsyncLimiter
 from opentelemetry.trace import SpanKind
-from telegram import Bot, Message, MessageEntity, ReplyParameters
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, ReplyParameters
 from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 
 from aibot_common import telemetry
@@ -48,6 +48,11 @@ T = TypeVar("T")
 CHAT_BURST_S = 3.0  # the per-chat budget is an average over this long: a 3-part answer goes at once
 PREVIEW_RESERVE = 0.25  # of each budget, kept for final answers: previews only take what is spare
 SHOWN_KEPT = 10_000
+# Buttons (their callback data is what core-llm's control module reads): Stop on a preview being
+# edited, Regenerate on the last message of a model's answer. A draft can carry no buttons; there
+# the user types /stop.
+STOP_BUTTON = InlineKeyboardMarkup([[InlineKeyboardButton("⏹ Stop", callback_data="stop")]])
+REGENERATE_BUTTON = InlineKeyboardMarkup([[InlineKeyboardButton("🔄 Regenerate", callback_data="regen")]])
 
 
 def draft_id(stream: str) -> int:
@@ -79,6 +84,7 @@ class TelegramSender:
         # What each message shows (a digest), so an unchanged part is not edited again. In memory
         # only: a new owner edits once more and Telegram answers "not modified", which is success.
         self._shown: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._answered: OrderedDict[str, None] = OrderedDict()  # callback queries answered
 
     def set_share(self, share: float) -> None:
         """This replica's share of the outbound partitions: its share of the bot's overall limit."""
@@ -118,37 +124,45 @@ class TelegramSender:
             if message.reply_to_message_id
             else None
         )
+        markup, buttons = _final_buttons(message)
         try:
             sent = await self._final(
-                "sendMessage", chat_id, lambda c: self._send_message(c, part.text, entities, reply)
+                "sendMessage", chat_id, lambda c: self._send_message(c, part.text, entities, reply, markup)
             )
         except BadRequest as exc:
             if "entit" in str(exc).lower() and entities:
                 # Formatting rejected: the words still matter more than the bold. Send them plain.
                 log.warning("telegram rejected entities, sending plain text: %s", exc)
-                sent = await self._final("sendMessage", chat_id, lambda c: self._send_message(c, part.text, [], reply))
+                sent = await self._final(
+                    "sendMessage", chat_id, lambda c: self._send_message(c, part.text, [], reply, markup)
+                )
             else:
                 raise
-        self._remember(chat_id, sent.message_id, part)
+        self._remember(chat_id, sent.message_id, part, buttons)
+        await self._answer_callback(message)
         return sent.message_id
 
     async def _edit_final(self, message: Envelope, message_id: int, part: TextPart) -> bool:
         """Edit a preview into its final text; False when that message cannot be edited any more."""
         chat_id = message.conversation.chat_id
-        if self._shown.get((chat_id, message_id)) == _digest(part):
+        markup, buttons = _final_buttons(message)
+        if self._shown.get((chat_id, message_id)) == _digest(part, buttons):
             return True
         await self._acquire(message)
         entities = _entities(part)
         try:
-            await self._final("editMessageText", chat_id, lambda c: self._edit(c, message_id, part.text, entities))
+            await self._final(
+                "editMessageText", chat_id, lambda c: self._edit(c, message_id, part.text, entities, markup)
+            )
         except InvalidMessage as exc:
             # Deleted by someone, or too old to edit: the answer goes in a new message instead.
             log.info("preview message %s cannot be edited (%s); sending the part anew", message_id, exc)
             return False
         except BadRequest as exc:  # rejected entities (re-raised by _final): the words, plain
             log.warning("telegram rejected entities in an edit, editing as plain text: %s", exc)
-            await self._final("editMessageText", chat_id, lambda c: self._edit(c, message_id, part.text, []))
-        self._remember(chat_id, message_id, part)
+            await self._final("editMessageText", chat_id, lambda c: self._edit(c, message_id, part.text, [], markup))
+        self._remember(chat_id, message_id, part, buttons)
+        await self._answer_callback(message)
         return True
 
     async def _acquire(self, message: Envelope) -> None:
@@ -213,23 +227,25 @@ class TelegramSender:
         ids = list(progress.message_ids)
         try:
             for index, part in enumerate(parts):
-                if index < len(ids) and self._shown.get((chat_id, ids[index])) == _digest(part):
+                if index < len(ids) and self._shown.get((chat_id, ids[index])) == _digest(part, "stop"):
                     continue
                 if not await self._spare(message, first=not ids):
                     break
                 entities = _entities(part)
                 if index < len(ids):
-                    await self._api("editMessageText", self._edit(chat_id, ids[index], part.text, entities))
-                    self._remember(chat_id, ids[index], part)
+                    edit = self._edit(chat_id, ids[index], part.text, entities, STOP_BUTTON)
+                    await self._api("editMessageText", edit)
+                    self._remember(chat_id, ids[index], part, "stop")
                     continue
                 reply = (
                     ReplyParameters(message_id=int(message.reply_to_message_id), allow_sending_without_reply=True)
                     if index == 0 and message.reply_to_message_id
                     else None
                 )
-                sent = await self._api("sendMessage", self._send_message(chat_id, part.text, entities, reply))
+                send = self._send_message(chat_id, part.text, entities, reply, STOP_BUTTON)
+                sent = await self._api("sendMessage", send)
                 ids.append(sent.message_id)
-                self._remember(chat_id, sent.message_id, part)
+                self._remember(chat_id, sent.message_id, part, "stop")
         except TelegramError as exc:
             self._preview_failed(chat_id, exc)
         # What was sent before a failure is in the progress, or the final would leave it orphaned.
@@ -261,16 +277,28 @@ class TelegramSender:
     # ------------------------------------------------------------ API calls
 
     async def _send_message(
-        self, chat_id: str, text: str, entities: list[MessageEntity], reply: ReplyParameters | None
+        self,
+        chat_id: str,
+        text: str,
+        entities: list[MessageEntity],
+        reply: ReplyParameters | None,
+        markup: InlineKeyboardMarkup | None = None,
     ) -> Message:
         return await self._bot.send_message(
-            chat_id=chat_id, text=text, entities=entities or None, reply_parameters=reply
+            chat_id=chat_id, text=text, entities=entities or None, reply_parameters=reply, reply_markup=markup
         )
 
-    async def _edit(self, chat_id: str, message_id: int, text: str, entities: list[MessageEntity]) -> Any:
+    async def _edit(
+        self,
+        chat_id: str,
+        message_id: int,
+        text: str,
+        entities: list[MessageEntity],
+        markup: InlineKeyboardMarkup | None = None,
+    ) -> Any:
         try:
             return await self._bot.edit_message_text(
-                text=text, chat_id=chat_id, message_id=message_id, entities=entities or None
+                text=text, chat_id=chat_id, message_id=message_id, entities=entities or None, reply_markup=markup
             )
         except BadRequest as exc:
             if is_not_modified(exc):
@@ -303,8 +331,21 @@ class TelegramSender:
         telemetry.PLATFORM_API_CALLS.labels(platform=PLATFORM, method=method, code="200").inc()
         return result
 
-    def _remember(self, chat_id: str, message_id: int, part: TextPart) -> None:
-        self._shown[(chat_id, message_id)] = _digest(part)
+    async def _answer_callback(self, message: Envelope) -> None:
+        """A reply to a button press (Regenerate) stops the button's spinner in the user's client."""
+        query_id = message.meta.get("callback_query_id")
+        if not query_id or query_id in self._answered:
+            return
+        self._answered[query_id] = None
+        while len(self._answered) > SHOWN_KEPT:
+            self._answered.popitem(last=False)
+        try:
+            await self._api("answerCallbackQuery", self._bot.answer_callback_query(query_id))
+        except TelegramError as exc:
+            log.info("callback query %s not answered: %s", query_id, exc)
+
+    def _remember(self, chat_id: str, message_id: int, part: TextPart, buttons: str = "") -> None:
+        self._shown[(chat_id, message_id)] = _digest(part, buttons)
         self._shown.move_to_end((chat_id, message_id))
         while len(self._shown) > SHOWN_KEPT:
             self._shown.popitem(last=False)
@@ -321,8 +362,18 @@ def _entities(part: TextPart) -> list[MessageEntity]:
     return [MessageEntity.de_json(e, None) for e in part.entities or ()]
 
 
-def _digest(part: TextPart) -> str:
-    return hashlib.sha256(json.dumps([part.text, part.entities or []], sort_keys=True).encode()).hexdigest()[:16]
+def _digest(part: TextPart, buttons: str = "") -> str:
+    shown = [part.text, part.entities or [], buttons]
+    return hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _final_buttons(message: Envelope) -> tuple[InlineKeyboardMarkup | None, str]:
+    """Regenerate on the last message of the model's answer; nothing elsewhere (an edit without
+    markup also takes a preview's Stop away)."""
+    index, total = _part_index(message)
+    if index == total - 1 and message.meta.get("regenerable") == "1":
+        return REGENERATE_BUTTON, "regen"
+    return None, ""
 
 
 def _part_index(message: Envelope) -> tuple[int, int]:
