@@ -106,6 +106,27 @@ async def test_a_long_answer_streams_into_a_feishu_card_and_arrives_complete_und
     assert len(feishu.sent_to(chat)) == 1, "one card, updated in place"
 
 
+async def test_stop_ends_an_answer_mid_stream_and_regenerate_answers_again(pipeline: Pipeline) -> None:
+    group = -7401
+    telegram = pipeline.telegram
+    with _slow_model(pipeline, 0.03):
+        telegram.user_sends_text(group, f"{MENTION} {_question('stop me')}", chat_type="group")
+        await _until(lambda: telegram.shown_in(group), 60, "no preview")
+        preview = telegram.sent_to(group)[0]
+        assert preview["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "stop"
+        telegram.user_presses_button(group, preview["message_id"], "stop")
+        await _until(lambda: telegram.shown_in(group)[-1].endswith("(stopped)"), 60, "never stopped")
+    shown = telegram.shown_in(group)
+    assert len(shown) == 1 and len(shown[0]) < len(f"Echo: {_question('stop me')}")
+    last = telegram.sent_to(group)[-1]
+    assert last["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "regen"
+    telegram.user_presses_button(group, last["message_id"], "regen")
+    await _until(lambda: len(telegram.shown_in(group)) >= 3, 120, "no regenerated answer")
+    await asyncio.sleep(1)
+    assert "\n".join(telegram.shown_in(group)[1:]).split() == f"Echo: {_question('stop me')}".split()
+    assert telegram.callback_answers, "the press's spinner was stopped"
+
+
 @pytest.mark.disrupts_pipeline
 async def test_killing_core_llm_mid_stream_ends_in_one_complete_answer(pipeline: Pipeline) -> None:
     group = -7201

@@ -200,3 +200,31 @@ async def test_a_preview_offers_stop_and_the_models_answer_offers_regenerate(fak
     )
     await chat.show(again)
     assert [a["callback_query_id"] for a in fake.callback_answers] == [pressed["id"]]
+
+
+def test_the_bots_overall_limit_is_split_between_replicas_by_their_share_of_partitions(bot: Bot) -> None:
+    from aiokafka import TopicPartition
+
+    from aibot_common.runner import StageRunner
+    from aibot_common.topics import OUTBOUND_TELEGRAM
+
+    class _Consumer:
+        def partitions_for_topic(self, topic: str) -> set[int]:
+            return set(range(12))
+
+    sender = _sender(bot)  # 30 messages a second for the whole bot
+    runner = StageRunner(
+        stage="sender-telegram",
+        consumer=_Consumer(),  # type: ignore[arg-type]
+        producer=None,  # type: ignore[arg-type]
+        topics=[OUTBOUND_TELEGRAM.name],
+        group_id="g",
+        handler=lambda e, s: None,  # type: ignore[arg-type, return-value]
+        on_assignment=sender.set_share,
+    )
+    runner._assigned = {TopicPartition(OUTBOUND_TELEGRAM.name, p) for p in range(4)}
+    runner._report_share()  # what a rebalance does: this replica holds 4 of the 12 partitions
+    assert sender._overall.max_rate == 10.0
+    runner._assigned = set()
+    runner._report_share()
+    assert sender._overall.max_rate == 1.0, "never zero: a replica between assignments can still finish"
