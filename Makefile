@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 
-.PHONY: install run test test-fast lint format bench deploy-check images clean
+.PHONY: install run test test-fast lint format bench soak deploy-check images clean
 
 install:  ## install uv, the workspace (uv.lock) and the test tools
 	@scripts/bootstrap.sh
@@ -24,10 +24,15 @@ format: install
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format libs services
 
-bench: install  ## throughput and latency figures (see docs/benchmarks.md)
-	$(UV) run python benchmarks/pipeline_bench.py
+bench: install  ## every performance figure beside its goal, ai-bot beside a no-broker bot (docs/benchmarks.md)
+	$(UV) run python benchmarks/pipeline_bench.py --compare
 	$(UV) run python benchmarks/streaming_bench.py
 	@if [ -f benchmarks/asr_bench.py ]; then $(UV) run python benchmarks/asr_bench.py; fi
+
+SOAK_MESSAGES ?= 100000
+SOAK_RATE ?= 100
+soak: install  ## a steady stream of messages; RSS per service over time must stop growing
+	$(UV) run python benchmarks/pipeline_bench.py --soak $(SOAK_MESSAGES) --rate $(SOAK_RATE)
 
 deploy-check: install  ## helm lint/template + schema validation, hadolint, compose validation
 	$(UV) run pytest tests/deploy

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything ai-bot's run and test commands need on a fresh Debian machine:
 # uv (from PyPI), the workspace's Python packages (uv.lock), and the Debian tools the voice tests use
-# to make speech (espeak-ng, ffmpeg), and docker-compose to validate the compose file. Idempotent: a second run only checks.
+# to make speech (espeak-ng, ffmpeg), docker-compose to validate the compose file, and Apache Kafka's
+# broker jars for the tests (scripts/fetch-kafka.sh). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 uv sync --all-packages --frozen --quiet
+
+# The tests' broker: Apache Kafka from Maven Central (cached in .kafka/; skipped without Java/Maven).
+scripts/fetch-kafka.sh

@@ -7,7 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from aibot_common.testing.broker import test_broker
+from aibot_common.testing.broker import APACHE_KAFKA_VERSION, test_broker, test_broker_kind
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kind = test_broker_kind()
+    detail = {"apache-kafka": f"Apache Kafka {APACHE_KAFKA_VERSION} from .kafka/libs", "embedded": "embedded Tansu"}
+    return f"kafka broker: {detail.get(kind, kind)}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -18,7 +24,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """One broker per test session (a given cluster, testcontainers, or the embedded broker)."""
+    """One broker per test session: a given cluster, testcontainers, Apache Kafka from the fetched jars,
+    or the embedded broker (`aibot_common.testing.broker.test_broker`)."""
     with test_broker() as bootstrap:
         yield bootstrap
 

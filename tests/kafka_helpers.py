@@ -7,10 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from aibot_common.envelope import Envelope
-from aibot_common.kafka import make_consumer
+from aibot_common.kafka import connection_kwargs, make_consumer, topic_partitions
 from aibot_common.settings import KafkaSettings
 from aibot_common.state import read_to_end
 
@@ -24,10 +25,17 @@ async def read_topic(
 ) -> list[ConsumerRecord]:
     """Every record of `topic` from its beginning to its end (exact: the end offsets, not a quiet
     spell). With `until`, keep reading new records until it holds or `timeout_s` passes."""
-    consumer = make_consumer(KafkaSettings(bootstrap_servers=bootstrap), None, "test-reader")
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(client_id="test-reader-admin", **connection_kwargs(kafka))
+    await admin.start()
+    try:
+        ids = (await topic_partitions(admin, [topic])).get(topic, [])
+    finally:
+        await admin.close()
+    consumer = make_consumer(kafka, None, "test-reader")
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in ids]
         consumer.assign(partitions)
         if partitions:
             await consumer.seek_to_beginning(*partitions)

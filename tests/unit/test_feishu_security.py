@@ -3,6 +3,7 @@ vector and against lark-oapi's own decryptor and dispatcher on the same input.""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
@@ -12,7 +13,15 @@ from lark_oapi.core.utils import AESCipher
 from lark_oapi.event.dispatcher_handler import EventDispatcherHandler
 
 from aibot_fakes.feishu import FakeFeishu, encrypt, sign
-from aibot_ingress_feishu.security import Credentials, Refused, decrypt, open_callback, signature, verify_signature
+from aibot_ingress_feishu.security import (
+    UNAUTHORIZED_REASON,
+    Credentials,
+    Refused,
+    decrypt,
+    open_callback,
+    signature,
+    verify_signature,
+)
 
 # Feishu's documented example: Encrypt Key "test key".
 VECTOR_KEY = "test key"
@@ -138,14 +147,81 @@ def test_url_verification_plain_and_encrypted_checks_the_token_not_the_signature
         open_callback(forged, {}, CREDS)
 
 
-def test_bodies_that_are_not_feishu_events_are_bad_requests() -> None:
-    for body in (b"not json", b"[1, 2]", b'{"encrypt": 5}'):
+def test_unsigned_bodies_that_are_not_feishu_events_are_unauthorized() -> None:
+    # Not known to be Feishu's: the one uniform answer, not "bad request" (see the oracle test below).
+    no_key = Credentials(verification_token=TOKEN, encrypt_key=None, timestamp_window_s=300)
+    for creds in (CREDS, no_key):
+        for body in (b"not json", b"[1, 2]", b'{"encrypt": 5}', b'{"encrypt": "abc"}'):
+            with pytest.raises(Refused) as refused:
+                open_callback(body, {}, creds)
+            assert (refused.value.status, refused.value.reason) == (401, UNAUTHORIZED_REASON)
+
+
+def test_signed_bodies_that_cannot_be_read_are_bad_requests() -> None:
+    for body in (b"not json", b"[1, 2]", b'{"encrypt": 5}', json.dumps({"encrypt": encrypt("not json", KEY)}).encode()):
+        with pytest.raises(Refused) as refused:
+            open_callback(body, _headers(body), CREDS)
+        assert refused.value.status == 400
+
+
+def _unsigned_failures() -> dict[str, bytes]:
+    """Unsigned requests that fail at each step Feishu's decryption path has."""
+    good = json.dumps({"challenge": "c", "token": TOKEN, "type": "url_verification"})
+    ciphertext = encrypt(good, KEY)
+    raw = base64.b64decode(ciphertext)
+    flipped = base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode()  # breaks the PKCS#7 padding
+    return {
+        "not base64": b'{"encrypt": "!!!"}',
+        "bad padding": json.dumps({"encrypt": flipped}).encode(),
+        "wrong key": json.dumps({"encrypt": encrypt(good, "another key")}).encode(),
+        "not JSON inside": json.dumps({"encrypt": encrypt("not json", KEY)}).encode(),
+        "not an object inside": json.dumps({"encrypt": encrypt("[1]", KEY)}).encode(),
+        "wrong token": json.dumps({"encrypt": encrypt(good.replace(TOKEN, "guess"), KEY)}).encode(),
+        "an event, unsigned": json.dumps({"encrypt": encrypt(json.dumps(_event()), KEY)}).encode(),
+        "not JSON outside": b"garbage",
+    }
+
+
+def test_every_unauthenticated_failure_gets_one_answer_no_padding_oracle() -> None:
+    answers = set()
+    for name, body in _unsigned_failures().items():
         with pytest.raises(Refused) as refused:
             open_callback(body, {}, CREDS)
-        assert refused.value.status == 400
-    no_key = Credentials(verification_token=TOKEN, encrypt_key=None, timestamp_window_s=300)
-    with pytest.raises(Refused, match=r"no feishu\.encrypt_key"):
-        open_callback(b'{"encrypt": "abc"}', {}, no_key)
+        answers.add((refused.value.status, refused.value.reason))
+        assert refused.value.detail, name  # the log still says what went wrong
+    assert answers == {(401, UNAUTHORIZED_REASON)}
+
+
+async def test_the_http_answers_are_byte_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.ingress_apps import FS_PATH, client, feishu_app
+
+    app, producer = feishu_app(monkeypatch)
+    async with client(app) as http:
+        seen = set()
+        for body in _unsigned_failures().values():
+            response = await http.post(FS_PATH, content=body, headers={"Content-Type": "application/json"})
+            seen.add((response.status_code, response.content, tuple(sorted(response.headers.items()))))
+        bad_signature = await http.post(
+            FS_PATH, content=b'{"encrypt": "abc"}', headers={**_headers(b"other"), "Content-Type": "application/json"}
+        )
+        seen.add((bad_signature.status_code, bad_signature.content, tuple(sorted(bad_signature.headers.items()))))
+    assert len(seen) == 1, seen
+    assert producer.records == []
+
+
+def test_a_signed_request_is_verified_before_anything_is_decrypted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aibot_ingress_feishu import security
+
+    def no_decrypting(*_: object) -> str:
+        raise AssertionError("decrypted before the signature and the replay window were checked")
+
+    monkeypatch.setattr(security, "decrypt", no_decrypting)
+    body = json.dumps({"encrypt": encrypt(json.dumps(_event()), KEY)}).encode()
+    replayed = _headers(body, timestamp=int(time.time()) - 3600)
+    for headers in (_headers(body, key="wrong key"), replayed, {**_headers(body), "X-Lark-Signature": "00"}):
+        with pytest.raises(Refused) as refused:
+            open_callback(body, headers, CREDS)
+        assert (refused.value.status, refused.value.reason) == (401, UNAUTHORIZED_REASON)
 
 
 def test_the_sdks_dispatcher_accepts_what_the_fake_sends() -> None:

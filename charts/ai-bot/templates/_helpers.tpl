@@ -218,7 +218,8 @@ Feishu and Kafka secrets are environment variables that override the file.
   "core" (include "ai-bot.compact" $v.config.core | fromYaml)
   "renderer" (include "ai-bot.compact" $v.config.renderer | fromYaml)
   "asr" (include "ai-bot.compact" $v.config.asr | fromYaml)
-  "observability" (include "ai-bot.compact" $v.config.observability | fromYaml) -}}
+  "observability" (include "ai-bot.compact" $v.config.observability | fromYaml)
+  "security" (include "ai-bot.compact" $v.config.security | fromYaml) -}}
 {{- toYaml $config }}
 {{- end }}
 
@@ -267,5 +268,14 @@ With existingSecret the chart cannot see the secret values, so only the non-secr
 {{- end -}}
 {{- if and $v.ingress.enabled (not $v.ingress.host) -}}
 {{- fail "ingress: set ingress.host to the public host name of the webhooks (or ingress.enabled=false)" -}}
+{{- end -}}
+{{- if and $v.ingress.enabled (eq (toString $v.ingress.tls.minVersion) "1.3") -}}
+{{- fail "ingress: ingress-nginx takes TLS versions only from its controller ConfigMap: set ssl-protocols: \"TLSv1.3\" there and leave ingress.tls.minVersion at 1.2, or use gateway.enabled" -}}
+{{- end -}}
+{{- if and $v.gateway.enabled (not $v.ingress.host) -}}
+{{- fail "gateway: set ingress.host to the public host name of the webhooks (the HTTPRoute's hostname)" -}}
+{{- end -}}
+{{- if and $v.gateway.enabled (not $v.gateway.existingGateway) (not $v.gateway.className) -}}
+{{- fail "gateway: set gateway.className (your controller's GatewayClass) or gateway.existingGateway" -}}
 {{- end -}}
 {{- end }}

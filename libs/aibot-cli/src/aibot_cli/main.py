@@ -44,13 +44,20 @@ def cmd_lag(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from aibot_cli.dlq import run
+
+    return run(args)
+
+
 def cmd_topics(args: argparse.Namespace) -> int:
     from aibot_common.kafka import ensure_topics
+    from aibot_common.service import pipeline_topics
     from aibot_common.topics import ALL_TOPICS, CONSUMPTION
 
     settings = load_settings()
     if args.action == "create":
-        asyncio.run(ensure_topics(settings.kafka))
+        asyncio.run(ensure_topics(settings.kafka, pipeline_topics(settings)))
         print(
             f"{len(ALL_TOPICS)} topics present on {settings.kafka.bootstrap_servers} "
             f"({settings.kafka.partitions} partitions each)"
@@ -62,6 +69,32 @@ def cmd_topics(args: argparse.Namespace) -> int:
             f"{topic.name:45} {'compacted' if topic.compacted else 'retained':10} "
             f"{groups.get(topic.name, '-'):28} {topic.description}"
         )
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    """An operator's erasure of a user's conversation: a request on the inbound topic, keyed by the
+    conversation, which core-llm turns into a tombstone in the conversation changelog."""
+    from aibot_common.erasure import erasure_request
+    from aibot_common.kafka import make_producer, publish
+
+    try:
+        request = erasure_request(args.conversation, requested_by=args.requested_by)
+    except ValueError as exc:
+        print(f"ai-bot forget: {exc}", file=sys.stderr)
+        return 2
+    settings = load_settings()
+
+    async def send() -> None:
+        producer = make_producer(settings.kafka, "aibot-cli-forget")
+        await producer.start()
+        try:
+            await publish(producer, [request], timeout_s=30)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    print(f"erasure of {args.conversation} requested ({request.id}); core-llm writes the tombstone")
     return 0
 
 
@@ -81,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="create or list the pipeline's Kafka topics")
     topics.add_argument("action", choices=["create", "list"])
     topics.set_defaults(func=cmd_topics)
+
+    forget = sub.add_parser("forget", help="erase what ai-bot keeps about a conversation (operator erasure)")
+    forget.add_argument("conversation", help="telegram:<chat_id> or feishu:<chat_id>")
+    forget.add_argument("--requested-by", default="admin", help="who asked, for the log (no personal data)")
+    forget.set_defaults(func=cmd_forget)
 
     lag = sub.add_parser("lag", help="records waiting per topic and consumer group (table, --watch, or --serve PORT)")
     lag.add_argument("--partitions", action="store_true", help="also show every partition")
@@ -103,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch this (topic, group) instead of the pipeline's own (repeatable)",
     )
     lag.set_defaults(func=cmd_lag)
+
+    dlq = sub.add_parser("dlq", help="list, show and replay dead letters (records no stage could process)")
+    dlq.add_argument("action", choices=["list", "show", "replay"])
+    dlq.add_argument("ids", nargs="*", metavar="ID", help="dead letters by PARTITION:OFFSET, as `list` prints them")
+    dlq.add_argument("--source", help="only those from this source topic")
+    dlq.add_argument("--reason", help="only those whose reason or error type contains this (any case)")
+    dlq.add_argument("--since", help="only those filed since: 30m, 2h, 7d ago, or an ISO time")
+    dlq.add_argument("--until", help="only those filed until: 30m, 2h, 7d ago, or an ISO time")
+    dlq.add_argument("--all", action="store_true", help="replay: every dead letter (no filter)")
+    dlq.add_argument("--dry-run", action="store_true", help="replay: print what would be replayed, send nothing")
+    dlq.set_defaults(func=cmd_dlq)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,7 +40,15 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = {**os.environ, **self.env, "AIBOT_HTTP__PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            # Static group membership: a stable id per replica, as the pod name is on Kubernetes, so a
+            # replica restarted after a crash gets its partitions back without a rebalance.
+            "AIBOT_KAFKA__GROUP_INSTANCE_ID": f"{socket.gethostname()}-{self.name}-{self.instance}",
+            **self.env,
+            "AIBOT_HTTP__PORT": str(self.port),
+            "PYTHONUNBUFFERED": "1",
+        }
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module],

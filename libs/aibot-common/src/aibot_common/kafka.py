@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from aibot_common import telemetry
+from aibot_common import pii, telemetry
 from aibot_common.envelope import Envelope
 from aibot_common.settings import KafkaSettings
 from aibot_common.topics import ALL_TOPICS, DEAD_LETTERS, SINGLE_PARTITION, Topic, route
@@ -80,12 +80,29 @@ def make_consumer(settings: KafkaSettings, group_id: str | None, client_id: str,
         "max_poll_records": 500,
         "fetch_max_wait_ms": settings.fetch_max_wait_ms,
         "session_timeout_ms": 10000,
-        "heartbeat_interval_ms": 3000,
+        # A member learns that a rebalance started from its next heartbeat: once a second, not every 3 s,
+        # so a rebalance after a crash or a scale-up waits less for the survivors to rejoin.
+        "heartbeat_interval_ms": 1000,
         "rebalance_timeout_ms": 60000,
     }
     return AIOKafkaConsumer(
         group_id=group_id, client_id=client_id, **{**options, **extra}, **connection_kwargs(settings)
     )
+
+
+async def stop_leaving_group(consumer: AIOKafkaConsumer) -> None:
+    """Stop a group member and leave its group at once, static member or not.
+
+    aiokafka, like the Java client, does not send LeaveGroup for a static member (group.instance.id)
+    when it stops, so that a restart under the same id finds its partitions waiting. That is right
+    after a crash, but a replica stopped on purpose (SIGTERM: a rolling update, a scale-down) may not
+    come back under that id, and its partitions would stall for the whole session timeout. Clearing
+    the id just before stop() makes aiokafka send the LeaveGroup; the broker then hands the
+    partitions over in the next rebalance."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None and getattr(coordinator, "_group_instance_id", None) is not None:
+        coordinator._group_instance_id = None
+    await consumer.stop()
 
 
 async def ensure_topics(settings: KafkaSettings, topics: Iterable[Topic] = ALL_TOPICS, attempts: int = 30) -> None:
@@ -120,6 +137,18 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[Topic] = ALL_T
     raise RuntimeError(f"could not create topics on {settings.bootstrap_servers}: {last_error}")
 
 
+async def topic_partitions(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> dict[str, list[int]]:
+    """The partition ids of each of `topics` that exists (asked of the broker, not a client's cache:
+    Apache Kafka tells a client with no subscription about no topic at all). All topics are asked
+    for, never the names themselves, so a missing one is not created by the broker's auto-creation."""
+    wanted = set(topics)
+    return {
+        t["topic"]: sorted(p["partition"] for p in t["partitions"])
+        for t in await admin.describe_topics()
+        if t["topic"] in wanted and t["error_code"] == 0
+    }
+
+
 async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
     """Produce records and wait until the broker acknowledged every one of them."""
     futures = []
@@ -152,7 +181,13 @@ def dead_letter(
     error: BaseException,
     reason: str,
 ) -> OutRecord:
-    """A record for the dead-letter topic; the original bytes are kept so it can be replayed."""
+    """A record for the dead-letter topic: the original record with personal data and secrets
+    masked (pii.py, as in logs) in its value and in the reason, because dead letters are kept for
+    weeks (retention.dead_letter_retention_ms) and read by operators. A replay sends the masked text."""
+    if value is not None:
+        with contextlib.suppress(UnicodeDecodeError):  # bytes that are not text stay as they came
+            value = pii.mask_for_logs(value.decode()).encode()
+    reason = pii.mask_for_logs(reason)
     return OutRecord(
         topic=DEAD_LETTERS.name,
         key=(key or b"").decode(errors="replace"),

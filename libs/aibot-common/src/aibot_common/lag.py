@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from aibot_common import telemetry
-from aibot_common.kafka import connection_kwargs, make_consumer
+from aibot_common.kafka import connection_kwargs, make_consumer, topic_partitions
 from aibot_common.settings import KafkaSettings
 from aibot_common.topics import CONSUMPTION
 
@@ -148,14 +148,15 @@ class LagReader:
         return LagSnapshot(groups=tuple(groups))
 
     async def _partitions(self) -> dict[str, list[TopicPartition]]:
-        assert self._probe is not None
-        existing = await self._probe.topics()  # also refreshes the partition metadata
+        assert self._admin is not None
+        wanted = list(dict.fromkeys(t for t, _ in self._consumption))
+        existing = await topic_partitions(self._admin, wanted)
         found: dict[str, list[TopicPartition]] = {}
-        for topic in dict.fromkeys(t for t, _ in self._consumption):
+        for topic in wanted:
             if topic not in existing:
                 log.warning("topic %s does not exist (yet): no lag to report for it", topic)
                 continue
-            found[topic] = [TopicPartition(topic, p) for p in sorted(self._probe.partitions_for_topic(topic) or ())]
+            found[topic] = [TopicPartition(topic, p) for p in existing[topic]]
         return found
 
     async def _bounds(self, tps: list[TopicPartition]) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:

@@ -53,3 +53,12 @@ class Streams:
     # Shown every record as it is fetched, before it waits in its conversation's lane: how a "stop"
     # reaches the work in progress ahead of it (the record is still handled in order afterwards).
     interrupt: Callable[[Envelope], None] | None = None
+
+    async def __call__(self, envelope: Envelope, state: Any) -> Outcome:
+        """Called as a plain `Handler` (a test, a wrapper that knows no streaming): the outcome
+        only, what it would have published meanwhile dropped."""
+        return await self.handler(envelope, state, _drop)
+
+
+async def _drop(envelope: Envelope) -> None:
+    return None

@@ -154,6 +154,9 @@ class StageRunner:
         self._fatal: BaseException | None = None
         self._assigned: set[TopicPartition] = set()
         self._stopping = False
+        # True between an assignment (with its state restored) and the next revocation: the stage
+        # then handles what arrives. False while joining, restoring, rebalancing or draining.
+        self._holding = False
         self.running = False
 
     # ------------------------------------------------------------ lifecycle
@@ -196,6 +199,17 @@ class StageRunner:
         for task in list(self._lane_tasks):
             task.cancel()
         await asyncio.gather(*self._lane_tasks, return_exceptions=True)
+
+    @property
+    def ready(self) -> bool:
+        """Running, a member of its group with its partitions (perhaps none: more replicas than
+        partitions) and their state restored, and not shutting down."""
+        return self.running and self._holding and not self._stopping
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions this replica holds now."""
+        return frozenset(self._assigned)
 
     @property
     def in_flight(self) -> int:
@@ -409,6 +423,7 @@ class StageRunner:
             log.warning("commit failed (will retry or hand over): %s", exc)
 
     async def _partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._holding = False
         mine = revoked & self._assigned
         # Finish (bounded) what we hold for these partitions, so the next owner does not redo it.
         await self._wait_for(lambda: self._tracker.pending_count(mine) == 0, self._drain_timeout_s)
@@ -426,6 +441,7 @@ class StageRunner:
         if self._table is not None and new:
             await self._table.restore(tp.partition for tp in new)
         self._assigned |= assigned
+        self._holding = True
         self._report_share()
         log.info("stage %s assigned %d partitions", self.stage, len(self._assigned))
 

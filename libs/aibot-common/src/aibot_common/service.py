@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import ipaddress
 import logging
+import math
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, MutableMapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -19,7 +23,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from aibot_common import catalog, telemetry
 from aibot_common.kafka import ensure_topics, make_producer
-from aibot_common.settings import ConfigError, Settings, load_settings
+from aibot_common.settings import ConfigError, RateLimitSettings, SecuritySettings, Settings, load_settings
+from aibot_common.topics import ALL_TOPICS, DEAD_LETTERS, Topic
 
 log = logging.getLogger(__name__)
 _background_failed = False
@@ -82,7 +87,7 @@ async def kafka_producer(settings: Settings, client_id: str) -> AsyncIterator[tu
     """The start-up every service shares: the topics present, an acks=all producer, and the Kafka
     health that /readyz reads; stopped in reverse on the way out."""
     if settings.kafka.create_topics:
-        await ensure_topics(settings.kafka)
+        await ensure_topics(settings.kafka, pipeline_topics(settings))
     producer = make_producer(settings.kafka, client_id)
     await producer.start()
     health = KafkaHealth(producer)
@@ -94,12 +99,184 @@ async def kafka_producer(settings: Settings, client_id: str) -> AsyncIterator[tu
         await producer.stop()
 
 
+def pipeline_topics(settings: Settings) -> list[Topic]:
+    """Every topic, with the deployment's retention for dead letters (they hold users' messages)."""
+    retention = {"retention.ms": str(settings.retention.dead_letter_retention_ms)}
+    return [dataclasses.replace(t, config={**t.config, **retention}) if t is DEAD_LETTERS else t for t in ALL_TOPICS]
+
+
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Probes and scrapes come from the kubelet and Prometheus, a few a minute: never rate limited, so a
+# flood from one address cannot make a replica look dead.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def create_service_app(name: str, lifespan: Lifespan, ready: Callable[[], bool]) -> FastAPI:
-    """The HTTP app of a service: /healthz (alive), /readyz (can do its work), /metrics."""
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` once a body passes the limit. An HTTPException, so FastAPI's own body
+    parsing (which turns other errors into 400) and the exception middleware answer it as a 413."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=413, detail="request body too large")
+
+
+class TokenBuckets:
+    """A token bucket per client: `burst` requests at once, refilled at `rate` per second. The least
+    recently seen clients are forgotten past `max_clients`, which bounds memory under a spoofed-source
+    flood (a forgotten client starts again with a full bucket)."""
+
+    def __init__(self, config: RateLimitSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = config.requests_per_s
+        self._burst = float(config.burst)
+        self._max = config.max_clients
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, client: str) -> float:
+        """0 when the request may go on, else the seconds until this client has a token again."""
+        now = self._clock()
+        tokens, last = self._buckets.pop(client, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - last) * self._rate)
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / self._rate
+        self._buckets[client] = (tokens, now)
+        if len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def _networks(values: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(v, strict=False) for v in values]
+
+
+def client_ip(scope: Scope, trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> str:
+    """The address to rate-limit by: the TCP peer, or, only when the peer is a trusted proxy, the
+    right-most address in X-Forwarded-For that is not itself a trusted proxy (anything left of it was
+    written by the client and may be forged). IPv6 clients are grouped by /64, what one host gets."""
+
+    def parse(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        try:
+            return ipaddress.ip_address(text.strip().strip("[]"))
+        except ValueError:
+            return None
+
+    def is_trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in network for network in trusted)
+
+    peer_text = (scope.get("client") or ("unknown", 0))[0]
+    chosen = parse(peer_text)
+    if chosen is not None and trusted and is_trusted(chosen):
+        forwarded = b",".join(v for k, v in scope.get("headers", ()) if k == b"x-forwarded-for")
+        for item in reversed(forwarded.decode("latin-1").split(",")):
+            address = parse(item)
+            if address is None:
+                break  # garbage: keep the last address we could trust
+            chosen = address
+            if not is_trusted(address):
+                break
+    if chosen is None:
+        return peer_text
+    if isinstance(chosen, ipaddress.IPv6Address) and chosen.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{chosen}/64", strict=False))
+    return str(chosen.ipv4_mapped or chosen) if isinstance(chosen, ipaddress.IPv6Address) else str(chosen)
+
+
+class RequestGuard:
+    """ASGI middleware in front of every route of a service: a per-IP rate limit (429 with
+    Retry-After) and a body limit counted while the body is read, so a chunked upload without a
+    Content-Length is cut at the limit too (413). It runs in the process itself, so it holds under
+    `ai-bot up`, compose, systemd and any ingress controller alike. Refusals are counted in
+    HTTP_REFUSED and never logged one line each."""
+
+    def __init__(
+        self, app: ASGIApp, service: str, config: SecuritySettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.max_body = config.max_body_bytes
+        self.trusted = _networks(config.trusted_proxies)
+        self.buckets = TokenBuckets(config.rate_limit, clock) if config.rate_limit.enabled else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.buckets is not None and scope.get("path") not in UNLIMITED_PATHS:
+            wait = self.buckets.take(client_ip(scope, self.trusted))
+            if wait > 0:
+                retry = str(max(1, math.ceil(wait)))
+                await self._refuse(send, 429, "rate_limited", b"too many requests", [(b"retry-after", retry.encode())])
+                return
+        declared = [v for k, v in scope.get("headers", ()) if k == b"content-length"]
+        if declared:
+            if len(declared) > 1 or not declared[0].isdigit():
+                await self._refuse(send, 400, "bad_content_length", b"bad Content-Length")
+                return
+            if int(declared[0]) > self.max_body:
+                await self._refuse(send, 413, "body_too_large", b"request body too large")
+                return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge()
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                if message.get("status") == 413:
+                    telemetry.HTTP_REFUSED.labels(service=self.service, reason="body_too_large").inc()
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except BodyTooLarge:
+            # Raised where no exception handler saw it (outside a route): answer it here.
+            if not started:
+                await self._refuse(send, 413, "body_too_large", b"request body too large")
+
+    async def _refuse(
+        self, send: Send, status: int, reason: str, text: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        telemetry.HTTP_REFUSED.labels(service=self.service, reason=reason).inc()
+        body = b'{"detail":"' + text + b'"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                    *(headers or []),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_service_app(
+    name: str, lifespan: Lifespan, ready: Callable[[], bool], security: SecuritySettings | None = None
+) -> FastAPI:
+    """The HTTP app of a service: /healthz (alive), /readyz (can do its work), /metrics, behind the
+    request guard (rate and body limits) with the deployment's `security` settings."""
     app = FastAPI(title=f"ai-bot {name}", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(RequestGuard, service=name, config=security or SecuritySettings())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -151,7 +328,15 @@ def serve(app: FastAPI, settings: Settings, default_port: int) -> None:
     """Run the app until SIGTERM; the app's lifespan owns the Kafka clients and stage tasks."""
     port = settings.http.port or default_port
     config = uvicorn.Config(
-        app, host=settings.http.host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
+        app,
+        host=settings.http.host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        # The request guard decides whose X-Forwarded-For to believe (security.trusted_proxies);
+        # uvicorn's own rewrite would believe any local peer's.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     server.run()

@@ -14,10 +14,12 @@ in a service's `__main__`, never at import time.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -48,6 +50,10 @@ class KafkaSettings(_Section):
     # Every hop of a reply waits for a fetch to return; a broker that answers an empty fetch only at
     # this deadline (the embedded dev broker does) adds up to this much per hop to a quiet pipeline.
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=30000, description="Longest wait of an empty fetch.")
+    # Static group membership (KIP-345): a replica that dies and comes back under the same id (the pod
+    # name: a container restart keeps it) gets its partitions back with no rebalance, so a kill -9 stalls
+    # only its own partitions, for as long as its restart takes. Must be unique per replica; unset: none.
+    group_instance_id: str | None = Field(default=None, description="Stable id of this replica, e.g. the pod name.")
 
 
 class ModelConfig(_Section):
@@ -195,6 +201,154 @@ class ObservabilitySettings(_Section):
     error_log_path: str | None = Field(default=None, description="Error lines also go to this file.")
 
 
+# Each unsafe production setting that `security.allow_insecure` may name to run anyway.
+InsecureOverride = Literal[
+    "telegram.webhook.secret_token",  # a webhook anyone can post fake updates to
+    "feishu.encrypt_key",  # Feishu events in plaintext and unsigned
+    "models.endpoint",  # prompts and the API key over plain http:// to another host
+    "kafka.security_protocol",  # conversations over a plaintext, unauthenticated Kafka connection
+]
+
+
+class RateLimitSettings(_Section):
+    """Per client IP, on every path except /healthz, /readyz and /metrics (a token bucket)."""
+
+    enabled: bool = True
+    requests_per_s: float = Field(default=100.0, gt=0, description="Sustained requests per second per IP.")
+    burst: int = Field(default=200, ge=1, description="Requests an IP may send at once before it is slowed.")
+    max_clients: int = Field(default=100_000, ge=1, description="IPs tracked at once (memory bound).")
+
+
+class SecuritySettings(_Section):
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1, description="Largest request body, counted as read.")
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="IPs/CIDRs of proxies whose X-Forwarded-For is believed (e.g. the ingress controller).",
+    )
+    allow_insecure: list[InsecureOverride] = Field(
+        default_factory=list, description="Unsafe production settings to run with anyway, each by name."
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"security.trusted_proxies: {item!r} is not an IP address or CIDR") from None
+        return value
+
+
+PiiKind = Literal["phone", "email", "id_card", "bank_card", "api_key"]
+
+
+class PrivacySettings(_Section):
+    """What happens to personal data in a user's message before it reaches the model."""
+
+    # mask: replaced by placeholders before the model and the history, restored in the answer;
+    # refuse: such a message is not sent to the model and not stored; off: sent as it is.
+    mode: Literal["off", "mask", "refuse"] = "mask"
+    detectors: list[PiiKind] = Field(default_factory=lambda: ["phone", "email", "id_card", "bank_card", "api_key"])
+    placeholder_key: SecretStr | None = Field(
+        default=None, description="Keys the placeholders' tags; set one per deployment so tags reveal nothing."
+    )
+    refuse_text: str = (
+        "Your message seems to contain personal data ({kinds}). For your privacy it was not sent to the "
+        "model; please send it again without that."
+    )
+
+
+class RetentionSettings(_Section):
+    dead_letter_retention_ms: int = Field(
+        default=30 * 24 * 3600 * 1000, ge=3600 * 1000, description="How long dead letters are kept (retention.ms)."
+    )
+
+
+_CLUSTER_SUFFIXES = (".svc", ".svc.cluster.local", ".cluster.local")
+
+
+def is_loopback_host(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _inside_the_cluster(host: str) -> bool:
+    """Loopback, a compose service name (one label) or a Kubernetes service name: traffic that never
+    leaves the host or the cluster network."""
+    host = host.strip("[]").lower()
+    if is_loopback_host(host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+        return False  # an address other than loopback: where it leads cannot be told from here
+    except ValueError:
+        return "." not in host or host.endswith(_CLUSTER_SUFFIXES)
+
+
+def _host_of(server: str) -> str:
+    server = server.strip()
+    if server.startswith("["):
+        return server[1 : server.index("]")] if "]" in server else server
+    return server.rsplit(":", 1)[0] if server.count(":") == 1 else server
+
+
+def insecure_production_settings(settings: Settings) -> list[tuple[InsecureOverride, str]]:
+    """The unsafe settings of a production deployment, each with the override that allows it."""
+    found: list[tuple[InsecureOverride, str]] = []
+    telegram = settings.telegram
+    if telegram.enabled and telegram.mode == "webhook" and not _secret(telegram.webhook.secret_token):
+        found.append(
+            (
+                "telegram.webhook.secret_token",
+                "telegram.webhook.secret_token is not set: anyone who finds the webhook URL can post updates "
+                "(set AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN)",
+            )
+        )
+    if settings.feishu.enabled and not _secret(settings.feishu.encrypt_key):
+        found.append(
+            (
+                "feishu.encrypt_key",
+                "feishu.encrypt_key is not set: events arrive unencrypted and unsigned "
+                "(set an Encrypt Key in the developer console and AIBOT_FEISHU__ENCRYPT_KEY)",
+            )
+        )
+    for model in settings.models:
+        if model.type != "llm" or not model.endpoint:
+            continue
+        url = urlsplit(model.endpoint)
+        if url.scheme == "http" and not is_loopback_host(url.hostname or ""):
+            found.append(
+                (
+                    "models.endpoint",
+                    f"models[{model.name}].endpoint uses plain http:// to {url.hostname}: prompts and the API "
+                    "key would cross the network unencrypted (use https://)",
+                )
+            )
+    kafka = settings.kafka
+    if kafka.security_protocol == "PLAINTEXT":
+        outside = [s for s in kafka.bootstrap_servers.split(",") if s.strip() and not _inside_the_cluster(_host_of(s))]
+        if outside:
+            found.append(
+                (
+                    "kafka.security_protocol",
+                    f"kafka.security_protocol is PLAINTEXT to brokers outside the cluster ({', '.join(outside)}): "
+                    "use SSL or SASL_SSL",
+                )
+            )
+    return found
+
+
+def _secret(value: SecretStr | None) -> bool:
+    return value is not None and bool(value.get_secret_value().strip())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AIBOT_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -213,6 +367,9 @@ class Settings(BaseSettings):
     edits: EditSettings = Field(default_factory=EditSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -239,6 +396,17 @@ class Settings(BaseSettings):
         for name, secret in secrets.items():
             if secret is not None and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                 raise ValueError(f"{name} is a placeholder value; set the real secret for production")
+        return self
+
+    @model_validator(mode="after")
+    def _no_unsafe_settings_in_production(self) -> Settings:
+        if self.environment != "production":
+            return self
+        allowed = set(self.security.allow_insecure)
+        problems = [message for key, message in insecure_production_settings(self) if key not in allowed]
+        if problems:
+            overrides = ", ".join(key for key, _ in insecure_production_settings(self) if key not in allowed)
+            raise ValueError("; ".join(problems) + f" — or accept the risk with security.allow_insecure: [{overrides}]")
         return self
 
     def llm_model(self) -> ModelConfig:

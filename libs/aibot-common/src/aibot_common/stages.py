@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from aibot_common.kafka import make_consumer
+from aibot_common.kafka import make_consumer, stop_leaving_group
 from aibot_common.outcome import Handler, Streams
 from aibot_common.runner import StageRunner
 from aibot_common.service import KafkaHealth, background
@@ -39,7 +39,8 @@ async def running_stages(
     runners = []
     consumers = []
     for stage in stages:
-        consumer = make_consumer(settings.kafka, stage.group_id, f"aibot-{stage.name}")
+        static = {"group_instance_id": settings.kafka.group_instance_id} if settings.kafka.group_instance_id else {}
+        consumer = make_consumer(settings.kafka, stage.group_id, f"aibot-{stage.name}", **static)
         runners.append(
             StageRunner(
                 stage=stage.name,
@@ -63,17 +64,19 @@ async def running_stages(
             for runner in runners:
                 await runner.shutdown()
     finally:
+        # Offsets are committed by now (shutdown above): leave at once, so the survivors take over.
         for consumer in consumers:
-            await consumer.stop()
+            await stop_leaving_group(consumer)
 
 
 @dataclass
 class ServiceStatus:
-    """What /readyz looks at: the Kafka connection, and every stage's loop running."""
+    """What /readyz looks at: the Kafka connection, and every stage holding its partitions (assigned,
+    state restored), so "ready" means a record arriving now is handled now."""
 
     health: KafkaHealth | None = None
     runners: Sequence[StageRunner] = ()
     extra_ready: bool = True
 
     def ready(self) -> bool:
-        return self.health is not None and self.health.ok and self.extra_ready and all(r.running for r in self.runners)
+        return self.health is not None and self.health.ok and self.extra_ready and all(r.ready for r in self.runners)

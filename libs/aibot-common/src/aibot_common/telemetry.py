@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Iterator, Sequence
@@ -30,6 +29,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Gauge, Histogram
 from pythonjsonlogger.json import JsonFormatter
+
+from aibot_common import pii
 
 # ---------------------------------------------------------------- metrics
 
@@ -82,6 +83,9 @@ CONSUMER_GROUP_MEMBERS = Gauge("aibot_consumer_group_members", "Consumers in the
 CONSUMER_GROUP_NO_CONSUMER = Gauge(
     "aibot_consumer_group_no_consumer", "1 when no consumer is running in the group", ["group"]
 )
+# Refused before any handler ran (rate limit, body size): counted, never logged one line each, so a
+# flood cannot become a log flood.
+HTTP_REFUSED = Counter("aibot_http_refused_total", "HTTP requests refused by the request guard", ["service", "reason"])
 LAG_LAST_REFRESH = Gauge(
     "aibot_lag_last_refresh_timestamp_seconds", "When the lag exporter last read the broker successfully"
 )
@@ -114,6 +118,7 @@ METRIC_NAMES = {
         CONSUMER_GROUP_MEMBERS,
         CONSUMER_GROUP_NO_CONSUMER,
         LAG_LAST_REFRESH,
+        HTTP_REFUSED,
     )
 }
 
@@ -167,18 +172,6 @@ def record_user(platform: str, user_id: str | int | None) -> None:
 
 conversation_var: ContextVar[str | None] = ContextVar("conversation", default=None)
 
-_MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "[email]"),
-    # Chinese resident ID: 17 digits + digit or X.
-    (re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)"), "[id-card]"),
-    # Phone numbers: +country and 7-14 digits with separators, or CN mobiles. Before cards, or a long
-    # international number would be taken for a card number.
-    (re.compile(r"(?<![\w])\+\d{1,3}[ -]?(?:\d[ -]?){6,13}\d(?!\d)"), "[phone]"),
-    # Bank cards: 13-19 digits, contiguous or in groups of four. Not a digit run inside an identifier
-    # (`tg-123456-100000002`, a Telegram group id `-1001234567890`), which is not a card.
-    (re.compile(r"(?<![\w-])\d{4}(?:[ -]?\d{4}){2}(?:[ -]?\d{1,4}){1,2}(?![\w-])"), "[card]"),
-    (re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)"), "[phone]"),
-)
 _secrets: set[str] = set()
 # Fields the formatter itself fills with ids: never personal data, and masking digit runs in them
 # would break the log-to-trace correlation they exist for.
@@ -192,12 +185,12 @@ def register_secret(value: str | None) -> None:
 
 
 def mask(text: str) -> str:
+    """Registered secrets, then everything the personal-data and secret detectors (pii.py) see,
+    loosely: a log line would rather lose an order number than keep a card number."""
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, "[secret]")
-    for pattern, replacement in _MASKS:
-        text = pattern.sub(replacement, text)
-    return text
+    return pii.mask_for_logs(text)
 
 
 def _mask_value(value: Any) -> Any:

@@ -106,4 +106,4 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             transcriber.close()
 
-    return create_service_app("asr-worker", lifespan, status.ready)
+    return create_service_app("asr-worker", lifespan, status.ready, settings.security)

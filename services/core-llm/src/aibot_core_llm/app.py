@@ -24,11 +24,27 @@ from aibot_core_llm.control import StoppableModel, StopSignals, is_regenerate, i
 from aibot_core_llm.edits import answers_edit
 from aibot_core_llm.failover import FailoverModels
 from aibot_core_llm.handler import ConversationState, handle
-from aibot_core_llm.llm import OpenAICompatibleModel
+from aibot_core_llm.llm import ChatModel, Completion, OnText, OpenAICompatibleModel
+from aibot_core_llm.privacy import guard
 from aibot_core_llm.streaming import StreamingModel, mark_streamed, partial_replies
 
 
-def make_handler(models: FailoverModels, settings: Settings) -> Handler | Streams:
+class _Whole:
+    """A model that only answers whole (`ChatModel`, e.g. a test's scripted one) as a streaming one
+    that streams nothing: its answer arrives with the completion."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.name = model.name
+        self._model = model
+
+    async def complete(self, messages: list[dict[str, str]], on_text: OnText | None = None) -> Completion:
+        return await self._model.complete(messages)
+
+
+def make_handler(models: FailoverModels | ChatModel, settings: Settings) -> Handler | Streams:
+    """core-llm's stage handler: the failover pool of streaming models, or one whole-answer model."""
+    if not isinstance(models, FailoverModels):
+        models = FailoverModels([_Whole(models)], settings.failover)
     if not settings.streaming.enabled:
 
         async def handle_whole(envelope: Envelope, stored: Any) -> Outcome:
@@ -84,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
                 name="core-llm",
                 group_id=GROUP_CORE,
                 topics=consumed_by(GROUP_CORE),
-                handler=make_handler(models, settings),
+                handler=guard(make_handler(models, settings), settings.privacy),  # personal data masked
                 max_in_flight=settings.core.max_in_flight,
                 table=table,
             )
@@ -92,4 +108,4 @@ def create_app(settings: Settings) -> FastAPI:
                 status.health, status.runners = health, runners
                 yield
 
-    return create_service_app("core-llm", lifespan, status.ready)
+    return create_service_app("core-llm", lifespan, status.ready, settings.security)

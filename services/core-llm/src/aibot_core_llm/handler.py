@@ -23,7 +23,8 @@ HELP_TEXT = (
     "I am an AI assistant. Send me a message and I will answer; voice notes work too.\n\n"
     "Commands:\n"
     "/help - this text\n"
-    "/reset - forget our conversation and start afresh"
+    "/reset - forget our conversation and start afresh\n"
+    "/forget - erase our conversation and everything kept about it"
 )
 WELCOME_TEXT = "Hello! I am an AI assistant. Ask me anything.\n\n" + HELP_TEXT.split("\n\n", 1)[1]
 RESET_TEXT = "Done: I have forgotten our conversation. What shall we talk about?"

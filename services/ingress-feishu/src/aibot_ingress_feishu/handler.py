@@ -117,6 +117,8 @@ def event_to_envelope(payload: dict[str, Any], bot: BotIdentity) -> Envelope | N
 
 
 def _content(message: EventMessage) -> dict[str, Any]:
+    if message.content is not None and not isinstance(message.content, str):
+        raise MalformedEvent("message.content is not a string (Feishu sends it as JSON text)")
     try:
         content = json.loads(message.content or "{}")
     except ValueError:

@@ -25,12 +25,22 @@ URL_VERIFICATION = "url_verification"
 
 
 class Refused(Exception):
-    """The request is not from Feishu (401) or cannot be read (400). The message is safe to log."""
+    """The request is not from Feishu (401) or cannot be read (400). `reason` is the answer's text;
+    `detail` (the exception's message) says more, for the log only. Both are safe to log."""
 
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, status: int, reason: str, detail: str | None = None) -> None:
+        super().__init__(detail or reason)
         self.status = status
         self.reason = reason
+        self.detail = detail or reason
+
+
+# The one answer to every request not (yet) known to be Feishu's, whatever went wrong.
+UNAUTHORIZED_REASON = "unauthorized"
+
+
+def unauthorized(detail: str) -> Refused:
+    return Refused(401, UNAUTHORIZED_REASON, detail)
 
 
 @dataclass(frozen=True)
@@ -75,18 +85,18 @@ def verify_signature(
     nonce = headers.get(LARK_REQUEST_NONCE) or headers.get(LARK_REQUEST_NONCE.lower())
     given = headers.get(LARK_REQUEST_SIGNATURE) or headers.get(LARK_REQUEST_SIGNATURE.lower())
     if not timestamp or nonce is None or not given:
-        raise Refused(401, "signature headers missing (X-Lark-Request-Timestamp/Nonce, X-Lark-Signature)")
+        raise unauthorized("signature headers missing (X-Lark-Request-Timestamp/Nonce, X-Lark-Signature)")
     try:
         sent_at = int(timestamp)
     except ValueError:
-        raise Refused(401, "X-Lark-Request-Timestamp is not a number") from None
+        raise unauthorized("X-Lark-Request-Timestamp is not a number") from None
     expected = signature(timestamp, nonce, encrypt_key, body)
     if not hmac.compare_digest(expected.encode(), given.strip().lower().encode()):
-        raise Refused(401, "signature mismatch (wrong Encrypt Key, or the body was altered)")
+        raise unauthorized("signature mismatch (wrong Encrypt Key, or the body was altered)")
     # Checked after the signature, so the timestamp itself is known to be Feishu's.
     age = (time.time() if now is None else now) - sent_at
     if abs(age) > window_s:
-        raise Refused(401, f"signed {int(age)}s ago, outside the {window_s}s window (a replay?)")
+        raise unauthorized(f"signed {int(age)}s ago, outside the {window_s}s window (a replay?)")
 
 
 def verify_token(payload: dict[str, Any], expected: str) -> None:
@@ -94,18 +104,11 @@ def verify_token(payload: dict[str, Any], expected: str) -> None:
     header = payload.get("header")
     token = header.get("token") if isinstance(header, dict) and "schema" in payload else payload.get("token")
     if not isinstance(token, str) or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise Refused(401, "verification token mismatch")
+        raise unauthorized("verification token mismatch")
 
 
-def open_callback(
-    body: bytes, headers: Mapping[str, str], credentials: Credentials, now: float | None = None
-) -> Opened:
-    """Everything Feishu's own SDK checks, plus a timestamp window; the verified plaintext payload.
-
-    The URL check carries no signature (Feishu sends it before the app is saved), so it is accepted on
-    its verification token alone, like the SDK does; every other callback must be signed when an
-    Encrypt Key is configured, encrypted or not.
-    """
+def _parse(body: bytes, encrypt_key: str | None) -> dict[str, Any]:
+    """The body's event JSON, decrypted if it came as `{"encrypt": ...}`. Raises Refused(400)."""
     try:
         outer = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -113,21 +116,51 @@ def open_callback(
     if not isinstance(outer, dict):
         raise Refused(400, "body is not a JSON object")
     encrypted = outer.get("encrypt")
-    if encrypted is not None:
-        if not credentials.encrypt_key:
-            raise Refused(400, "encrypted event but no feishu.encrypt_key is configured")
-        if not isinstance(encrypted, str):
-            raise Refused(400, "'encrypt' is not a string")
-        try:
-            payload = json.loads(decrypt(encrypted, credentials.encrypt_key))
-        except ValueError:
-            raise Refused(400, "decrypted event is not JSON") from None
-        if not isinstance(payload, dict):
-            raise Refused(400, "decrypted event is not a JSON object")
-    else:
-        payload = outer
+    if encrypted is None:
+        return outer
+    if not encrypt_key:
+        raise Refused(400, "encrypted event but no feishu.encrypt_key is configured")
+    if not isinstance(encrypted, str):
+        raise Refused(400, "'encrypt' is not a string")
+    try:
+        payload = json.loads(decrypt(encrypted, encrypt_key))
+    except ValueError:
+        raise Refused(400, "decrypted event is not JSON") from None
+    if not isinstance(payload, dict):
+        raise Refused(400, "decrypted event is not a JSON object")
+    return payload
+
+
+def _signed(headers: Mapping[str, str]) -> bool:
+    return any(headers.get(h) or headers.get(h.lower()) for h in (LARK_REQUEST_SIGNATURE, LARK_REQUEST_TIMESTAMP))
+
+
+def open_callback(
+    body: bytes, headers: Mapping[str, str], credentials: Credentials, now: float | None = None
+) -> Opened:
+    """Everything Feishu's own SDK checks, plus a timestamp window; the verified plaintext payload.
+
+    Nothing is decrypted or parsed before the request is authenticated where it can be: with an
+    Encrypt Key, a signed request's signature and timestamp window are checked on the raw bytes
+    first. Until the request is known to be Feishu's, every failure gets one answer, `UNAUTHORIZED`
+    (the detail goes to the log only): "cannot decrypt" and "not JSON" told apart would be a padding
+    oracle that decrypts a captured ciphertext without the key.
+
+    The URL check carries no signature (Feishu sends it before the app is saved), so an unsigned
+    request is accepted only as a URL check with the right verification token, like the SDK does.
+    """
+    key = credentials.encrypt_key
+    if key and _signed(headers):
+        verify_signature(headers, body, key, credentials.timestamp_window_s, now)
+        payload = _parse(body, key)  # signed by Feishu: a failure now is a real 400
+        verify_token(payload, credentials.verification_token)
+        return Opened(payload)
+    try:
+        payload = _parse(body, key)
+    except Refused as exc:
+        raise unauthorized(exc.detail) from None
     opened = Opened(payload)
-    if opened.challenge is None and credentials.encrypt_key:
-        verify_signature(headers, body, credentials.encrypt_key, credentials.timestamp_window_s, now)
+    if key and opened.challenge is None:
+        raise unauthorized("unsigned event: signature headers missing (X-Lark-Request-Timestamp, X-Lark-Signature)")
     verify_token(payload, credentials.verification_token)
     return opened

@@ -96,4 +96,4 @@ def create_app(settings: Settings) -> FastAPI:
                 status.health, status.runners = health, runners
                 yield
 
-    return create_service_app("renderer", lifespan, status.ready)
+    return create_service_app("renderer", lifespan, status.ready, settings.security)
