@@ -103,6 +103,8 @@ async def main(args: argparse.Namespace) -> None:
             "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN": "bench-secret",
             "AIBOT_MODELS": json.dumps([{"name": "fake", "type": "llm", "endpoint": llm.endpoint, "max_tokens": 4096}]),
             "AIBOT_OBSERVABILITY__LOG_LEVEL": "WARNING",
+            # A load test from one address: the per-IP limit (100/s) would measure itself, not the pipeline.
+            "AIBOT_SECURITY__RATE_LIMIT__ENABLED": "false",
         }
         logs = Path(tempfile.mkdtemp(prefix="aibot-bench-"))
         supervisor = Supervisor(log_dir=logs, env=env)
