@@ -73,12 +73,13 @@ async def test_a_5xx_or_429_moves_the_request_to_the_next_model(fakes, http) -> 
 
 async def test_a_model_silent_past_the_first_token_timeout_is_skipped(fakes, http) -> None:  # type: ignore[no-untyped-def]
     primary, backup = fakes
-    primary.latency_s = 5.0  # hung: no first byte for five seconds
+    primary.latency_s = 8.0  # hung: no first byte for eight seconds
     pool = _pool(fakes, http, first_token_timeout_s=0.3)
     started = time.monotonic()
     outcome = await handle(_message(), ConversationState(), pool.for_request(), CORE)
     assert outcome.emit[0].text() == "Echo: are you there"
-    assert time.monotonic() - started < 2.5 and len(backup.requests) == 1
+    # Well before the hung model would have answered (a loaded test machine is slow, not 8 s slow).
+    assert time.monotonic() - started < 6.0 and len(backup.requests) == 1
 
 
 async def test_a_breaker_opens_after_failures_in_a_row_and_lets_one_trial_through_later(fakes, http) -> None:  # type: ignore[no-untyped-def]
@@ -98,10 +99,10 @@ async def test_a_breaker_opens_after_failures_in_a_row_and_lets_one_trial_throug
 
 async def test_when_every_model_is_down_the_user_hears_an_apology_in_time(fakes, http) -> None:  # type: ignore[no-untyped-def]
     primary, backup = fakes
-    primary.latency_s = backup.latency_s = 5.0
+    primary.latency_s = backup.latency_s = 8.0
     pool = _pool(fakes, http, first_token_timeout_s=0.4, answer_deadline_s=1.0)
     started = time.monotonic()
     outcome = await handle(_message(), ConversationState(), pool.for_request(), CORE)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 6.0, "the deadline, not the hung models, decided"
     assert outcome.emit[0].text().startswith("Sorry, I could not get an answer")
     assert outcome.state.turns == [], "a failed answer is not history"
