@@ -29,6 +29,7 @@ format: install
 
 bench: install  ## every performance figure beside its goal, ai-bot beside a no-broker bot (docs/benchmarks.md)
 	$(UV) run python benchmarks/pipeline_bench.py --compare
+	$(UV) run python benchmarks/streaming_bench.py
 	@if [ -f benchmarks/asr_bench.py ]; then $(UV) run python benchmarks/asr_bench.py; fi
 
 SOAK_MESSAGES ?= 100000

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any
 
 from aibot_common.access import AccessState, Change
 from aibot_common.envelope import ChatType, Conversation, Envelope, Kind, Platform, Sender, TextPart
-from aibot_common.settings import AccessSettings
+from aibot_common.settings import AccessSettings, KafkaSettings, Settings
+
+if TYPE_CHECKING:
+    from aibot_core_llm.access_gate import AccessGate
 
 
 class MemoryStore:
@@ -44,3 +48,13 @@ def text(
         sender=Sender(id=user) if user else None,
         parts=[TextPart(text=body)],
     )
+
+
+def open_gate(settings: Settings, models: dict[str, Any]) -> AccessGate:
+    """The access gate as core-llm builds it, over an in-memory store: the settings' access block
+    (open to everyone without one), the first model the configured one."""
+    from aibot_core_llm.access_gate import AccessGate
+    from aibot_core_llm.quota import UsageCounter
+
+    usage = UsageCounter(KafkaSettings(), None, "test")
+    return AccessGate(MemoryStore(settings.access), usage, models, next(iter(models)), settings.core, settings.access)

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 
-from aibot_common.outcome import Handler
-from aibot_common.settings import KafkaSettings, PrivacySettings, Settings
-from aibot_core_llm.access_gate import AccessGate
+from aibot_common.outcome import Handler, Streams
+from aibot_common.settings import PrivacySettings, Settings
 from aibot_core_llm.app import make_handler
 from aibot_core_llm.handler import ConversationState
 from aibot_core_llm.privacy import guard
-from aibot_core_llm.quota import UsageCounter
-from tests.unit.access_helpers import MemoryStore
+from tests.unit.access_helpers import open_gate
 from tests.unit.test_core_handler import ScriptedModel, message
 
 PHONE, CARD, KEY = "138-1234-5678", "4111 1111 1111 1111", "sk-proj-AbC123dEf456GhI789jKl0"
@@ -26,11 +24,10 @@ class EchoModel(ScriptedModel):
         return await super().complete(messages)
 
 
-def core_handler(model: ScriptedModel, settings: Settings) -> Handler:
+def core_handler(model: ScriptedModel, settings: Settings) -> Handler | Streams:
     """core-llm's stage handler as its app composes it: the privacy guard in front of the access gate."""
-    usage = UsageCounter(KafkaSettings(), None, "test")
-    gate = AccessGate(MemoryStore(settings.access), usage, {"m": model}, "m", settings.core, settings.access)
-    return guard(make_handler(gate), settings.privacy, gate.may_forget)
+    gate = open_gate(settings, {"m": model})
+    return guard(make_handler(gate, model, settings), settings.privacy, gate.may_forget)
 
 
 def _handler(model: ScriptedModel, **privacy: object) -> Handler:
@@ -108,3 +105,26 @@ async def test_forget_in_a_group_needs_a_role_bound_there_as_reset_does() -> Non
     assert admin.state is TOMBSTONE
     own = await handle(text("/forget", user="99"), ConversationState().model_dump())  # a private chat is theirs
     assert own.state is TOMBSTONE
+
+
+async def test_a_streaming_handlers_partials_are_restored_before_they_are_published() -> None:
+    from aibot_common.envelope import Kind
+    from aibot_common.outcome import Outcome, Streams
+
+    published = []
+    seen_by_model = []
+
+    async def streaming(envelope, stored, publish):  # type: ignore[no-untyped-def]
+        seen_by_model.append(envelope.text())
+        partial = envelope.derive(kind=Kind.PARTIAL, suffix="partial1", parts=envelope.parts)
+        await publish(partial)
+        return Outcome(emit=[envelope.derive(kind=Kind.REPLY, suffix="reply", parts=envelope.parts)])
+
+    async def collect(envelope):  # type: ignore[no-untyped-def]
+        published.append(envelope)
+
+    guarded = guard(Streams(streaming), PrivacySettings(placeholder_key="unit-key"))
+    assert isinstance(guarded, Streams)
+    outcome = await guarded.handler(message(f"call {PHONE}"), None, collect)
+    assert PHONE not in seen_by_model[0]
+    assert published[0].text() == f"call {PHONE}" and outcome.emit[0].text() == f"call {PHONE}"

@@ -30,6 +30,9 @@ class ChatType(StrEnum):
 class Kind(StrEnum):
     MESSAGE = "message"  # a user's message, ingress/ASR -> core
     REPLY = "reply"  # the assistant's answer, core -> response processor
+    # The answer so far while the model is still writing it (the whole text, not a delta), core ->
+    # response processor. Disposable: the REPLY that follows is what counts and what history keeps.
+    PARTIAL = "partial"
     OUTBOUND = "outbound"  # one platform-ready message, response processor -> renderer
     ASR_REQUEST = "asr_request"  # a voice note to transcribe, ingress -> asr-worker
 

@@ -36,3 +36,29 @@ NOTHING = Outcome()
 # What a stage runs per record: the decoded envelope and what the stage's table holds for its
 # conversation (None when there is nothing yet, or the stage keeps no state).
 Handler = Callable[[Envelope, Any], Awaitable[Outcome]]
+
+# Publishes one envelope (routed by `topics.route`) while the handler is still working, e.g. the
+# answer so far. Best effort: it never raises, and what it publishes is disposable, because only the
+# Outcome is produced with the state and acknowledged before the offset is committed.
+PublishPartial = Callable[[Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Streams:
+    """A stage handler that also publishes partial results while it works (core-llm streaming the
+    model's answer). The runner passes it the `PublishPartial` it owns, so the handler itself still
+    never touches Kafka."""
+
+    handler: Callable[[Envelope, Any, PublishPartial], Awaitable[Outcome]]
+    # Shown every record as it is fetched, before it waits in its conversation's lane: how a "stop"
+    # reaches the work in progress ahead of it (the record is still handled in order afterwards).
+    interrupt: Callable[[Envelope], None] | None = None
+
+    async def __call__(self, envelope: Envelope, state: Any) -> Outcome:
+        """Called as a plain `Handler` (a test, a wrapper that knows no streaming): the outcome
+        only, what it would have published meanwhile dropped."""
+        return await self.handler(envelope, state, _drop)
+
+
+async def _drop(envelope: Envelope) -> None:
+    return None

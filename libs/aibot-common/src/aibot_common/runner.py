@@ -37,7 +37,7 @@ from aibot_common import telemetry
 from aibot_common.envelope import Envelope
 from aibot_common.errors import DEAD_LETTERS_PER_MINUTE, DeadLetterLimitExceeded, InvalidMessage, Retryable
 from aibot_common.kafka import OutRecord, dead_letter, send_all
-from aibot_common.outcome import Handler
+from aibot_common.outcome import Handler, Streams
 from aibot_common.state import ChangelogTable
 from aibot_common.topics import Topic, route
 
@@ -114,7 +114,7 @@ class StageRunner:
         producer: AIOKafkaProducer,
         topics: Sequence[str],
         group_id: str,
-        handler: Handler,
+        handler: Handler | Streams,
         table: ChangelogTable | None = None,
         route: Route = route,
         max_in_flight: int = 512,
@@ -123,6 +123,7 @@ class StageRunner:
         backoff_max_s: float = 30.0,
         dlq_limit_per_minute: int = DEAD_LETTERS_PER_MINUTE,
         drain_timeout_s: float = 30.0,
+        on_assignment: Callable[[float], None] | None = None,
     ) -> None:
         self.stage = stage
         self.group_id = group_id
@@ -138,6 +139,9 @@ class StageRunner:
         self._backoff_max_s = backoff_max_s
         self._dlq_limit = dlq_limit_per_minute
         self._drain_timeout_s = drain_timeout_s
+        # Told this replica's share (0..1) of its topics' partitions after every rebalance, so a
+        # budget that is cluster-wide (a platform's overall rate limit) can be split by ownership.
+        self._on_assignment = on_assignment
 
         self._tracker = OffsetTracker()
         self._committed: dict[TopicPartition, int] = {}
@@ -224,6 +228,7 @@ class StageRunner:
             timestamp_ms=message.timestamp,  # type: ignore[attr-defined]
         )
         telemetry.MESSAGES_CONSUMED.labels(topic=record.topic, group=self.group_id).inc()
+        self._interrupt(record)
         self._tracker.started(tp, record.offset)
         self._in_flight += 1
         telemetry.IN_FLIGHT.labels(stage=self.stage).set(self._in_flight)
@@ -238,6 +243,16 @@ class StageRunner:
         task = asyncio.create_task(self._run_lane(lane_key, lane))
         self._lane_tasks.add(task)
         task.add_done_callback(self._lane_tasks.discard)
+
+    def _interrupt(self, record: Consumed) -> None:
+        if not isinstance(self._handler, Streams) or self._handler.interrupt is None:
+            return
+        try:
+            self._handler.interrupt(record.envelope)
+        except InvalidMessage:
+            return  # handled (dead-lettered) in its lane like any other
+        except Exception:
+            log.exception("interrupt hook of stage %s failed", self.stage)
 
     async def _run_lane(self, lane_key: str, lane: deque[Consumed]) -> None:
         try:
@@ -317,7 +332,10 @@ class StageRunner:
         envelope = record.envelope
         table = self._table
         stored = table.get(record.partition, envelope.key) if table is not None else None
-        outcome = await self._handler(envelope, stored)
+        if isinstance(self._handler, Streams):
+            outcome = await self._handler.handler(envelope, stored, self._publish_partial)
+        else:
+            outcome = await self._handler(envelope, stored)
         records = [OutRecord.of(self._route(e), e) for e in outcome.emit]
         state = outcome.state_value()
         if state is not None:
@@ -349,6 +367,16 @@ class StageRunner:
                 telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(exc).__name__).inc()
                 log.warning("the broker did not acknowledge the outputs, sending them again: %s", exc)
                 await asyncio.sleep(min(self._backoff_max_s, self._backoff_base_s * 2 ** min(failures, 6)))
+
+    async def _publish_partial(self, envelope: Envelope) -> None:
+        """What a `Streams` handler publishes mid-work: routed and produced now, not with the outcome.
+        Losing one costs only a preview update (the next one, or the final outcome, carries the whole
+        text), so a broker hiccup is logged and the handler carries on."""
+        try:
+            await send_all(self._producer, [OutRecord.of(self._route(envelope), envelope)])
+        except KafkaError as exc:
+            telemetry.STAGE_ERRORS.labels(stage=self.stage, error=type(exc).__name__).inc()
+            log.warning("partial %s not published: %s", envelope.id, exc)
 
     async def _dead_letter(self, record: Consumed, error: BaseException, reason: str) -> None:
         log.error(
@@ -416,6 +444,7 @@ class StageRunner:
         await self._wait_for(lambda: self._tracker.pending_count(mine) == 0, self._drain_timeout_s)
         await self._commit(mine)
         self._assigned -= mine
+        self._report_share()
         self._tracker.forget(mine)
         for tp in mine:
             self._committed.pop(tp, None)
@@ -428,7 +457,14 @@ class StageRunner:
             await self._table.restore(tp.partition for tp in new)
         self._assigned |= assigned
         self._holding = True
+        self._report_share()
         log.info("stage %s assigned %d partitions", self.stage, len(self._assigned))
+
+    def _report_share(self) -> None:
+        if self._on_assignment is None:
+            return
+        total = sum(len(self._consumer.partitions_for_topic(t) or ()) for t in self._topics)
+        self._on_assignment(len(self._assigned) / total if total else 0.0)
 
     @staticmethod
     async def _wait_for(condition: Callable[[], bool], timeout_s: float) -> None:

@@ -113,6 +113,7 @@ class TelegramConfig(_Section):
     # Telegram's flood limits (python-telegram-bot's FloodLimit): 30 messages/s overall.
     messages_per_second: float = Field(default=30.0, gt=0)
     group_messages_per_minute: float = Field(default=20.0, gt=0)
+    chat_messages_per_second: float = Field(default=1.0, gt=0, description="Per chat, averaged over 3 s.")
 
 
 class FeishuConfig(_Section):
@@ -147,6 +148,36 @@ class RendererSettings(_Section):
     show_transcript: bool = Field(default=True, description="Quote what was heard above a voice answer.")
     max_in_flight: int = Field(default=512, ge=1)
     send_attempts: int = Field(default=6, ge=1)
+
+
+class StreamingSettings(_Section):
+    """Answers shown while the model writes them (core-llm publishes partials, the renderer shows them)."""
+
+    enabled: bool = Field(default=True, description="Publish the answer so far while the model writes it.")
+    # A few updates a second look live; one per token would be a record and a platform call per token.
+    partial_interval_s: float = Field(default=0.25, gt=0, le=10, description="Least time between two partials.")
+    # An answer complete this soon after its first token is simply sent: no preview, no edits.
+    first_partial_after_s: float = Field(default=0.05, ge=0, le=10, description="Wait before the first partial.")
+    telegram_drafts: bool = Field(default=True, description="Private chats: preview with sendMessageDraft.")
+
+
+class FailoverSettings(_Section):
+    """core-llm trying the next llm of the `models` list when one fails (timeout, 5xx, 429, connection)."""
+
+    # Past this, the user gets an apology instead of more waiting (within 30 s of asking).
+    answer_deadline_s: float = Field(default=25.0, gt=0, le=300, description="Longest wait for a first token.")
+    first_token_timeout_s: float = Field(default=12.0, gt=0, le=300, description="Per model, before the next.")
+    breaker_failures: int = Field(default=3, ge=1, description="Failures in a row that open a model's breaker.")
+    breaker_open_s: float = Field(default=30.0, gt=0, description="How long an open breaker skips its model.")
+
+
+class EditSettings(_Section):
+    """What core-llm does with a message the user edited after sending it (Telegram `edited_message`)."""
+
+    # window: answer the edited text only if the edit came soon after the original (the answer to
+    # it may not even be out, or the user is correcting a typo); reanswer: always; ignore: never.
+    mode: Literal["window", "reanswer", "ignore"] = "window"
+    window_s: float = Field(default=60.0, ge=0, description="window mode: edits later than this are ignored.")
 
 
 class AsrSettings(_Section):
@@ -387,6 +418,9 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     core: CoreSettings = Field(default_factory=CoreSettings)
     renderer: RendererSettings = Field(default_factory=RendererSettings)
+    streaming: StreamingSettings = Field(default_factory=StreamingSettings)
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    edits: EditSettings = Field(default_factory=EditSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
@@ -434,6 +468,11 @@ class Settings(BaseSettings):
 
     def llm_model(self) -> ModelConfig:
         return self._pick("llm", self.core.model)
+
+    def llm_models(self) -> list[ModelConfig]:
+        """Every llm model, the configured one (`core.model`) first: the order core-llm fails over in."""
+        first = self.llm_model()
+        return [first, *(m for m in self.models if m.type == "llm" and m is not first)]
 
     def asr_model(self) -> ModelConfig:
         return self._pick("asr", self.asr.model)

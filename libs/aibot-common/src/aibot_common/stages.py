@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
 from aibot_common.kafka import make_consumer, stop_leaving_group
-from aibot_common.outcome import Handler
+from aibot_common.outcome import Handler, Streams
 from aibot_common.runner import StageRunner
 from aibot_common.service import KafkaHealth, background
 from aibot_common.settings import Settings
@@ -23,11 +23,13 @@ class Stage:
     name: str
     group_id: str
     topics: Sequence[str]
-    handler: Handler
+    handler: Handler | Streams
     max_in_flight: int = 512
     attempts: int = 5
     # State co-partitioned with the input: restored before a partition's first record is handled.
     table: ChangelogTable | None = None
+    # This replica's share of the stage's partitions after each rebalance (see StageRunner).
+    on_assignment: Callable[[float], None] | None = None
 
 
 @asynccontextmanager
@@ -50,6 +52,7 @@ async def running_stages(
                 table=stage.table,
                 max_in_flight=stage.max_in_flight,
                 attempts=stage.attempts,
+                on_assignment=stage.on_assignment,
             )
         )
         consumers.append(consumer)

@@ -52,6 +52,20 @@ END_TO_END_SECONDS = Histogram(
 )
 INGRESS_EVENTS = Counter("aibot_ingress_events_total", "Platform events received", ["platform", "outcome"])
 LLM_SECONDS = Histogram("aibot_llm_seconds", "LLM call duration", ["model"], buckets=LATENCY_BUCKETS)
+LLM_FIRST_TOKEN_SECONDS = Histogram(
+    "aibot_llm_first_token_seconds",
+    "From the model request to its first streamed token",
+    ["model"],
+    buckets=LATENCY_BUCKETS,
+)
+LLM_TOKENS_PER_SECOND = Histogram(
+    "aibot_llm_tokens_per_second",
+    "Completion tokens a second, after the first",
+    ["model"],
+    buckets=(1, 2, 5, 10, 20, 40, 80, 160, 320),
+)
+LLM_FAILOVERS = Counter("aibot_llm_failovers_total", "Requests moved on from a model that failed", ["model", "reason"])
+LLM_BREAKER_OPEN = Gauge("aibot_llm_breaker_open", "1 while a model's circuit breaker skips it", ["model"])
 LLM_TOKENS = Counter("aibot_llm_tokens_total", "Tokens used", ["model", "kind"])
 LLM_ERRORS = Counter("aibot_llm_errors_total", "LLM calls that failed", ["model", "reason"])
 ASR_SECONDS = Histogram("aibot_asr_seconds", "Transcription duration", ["model"], buckets=LATENCY_BUCKETS)
@@ -94,6 +108,10 @@ METRIC_NAMES = {
         END_TO_END_SECONDS,
         INGRESS_EVENTS,
         LLM_SECONDS,
+        LLM_FIRST_TOKEN_SECONDS,
+        LLM_TOKENS_PER_SECOND,
+        LLM_FAILOVERS,
+        LLM_BREAKER_OPEN,
         LLM_TOKENS,
         LLM_ERRORS,
         ASR_SECONDS,

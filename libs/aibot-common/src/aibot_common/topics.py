@@ -38,7 +38,8 @@ INBOUND = Topic(
 )
 REPLIES = Topic(
     name="aibot.replies.v1",
-    description="The assistant's answers (markdown), waiting to be formatted for their platform.",
+    description="The assistant's answers (markdown), and the partial text of answers still being "
+    "written, waiting to be formatted for their platform.",
     producers=("core-llm", "asr-worker"),
     consumers=("renderer",),
 )
@@ -159,7 +160,9 @@ def route(envelope: Envelope) -> Topic:
         return INBOUND
     if envelope.kind is Kind.ASR_REQUEST:
         return ASR_REQUESTS
-    if envelope.kind is Kind.REPLY:
+    if envelope.kind in (Kind.REPLY, Kind.PARTIAL):
+        # The same topic and key as the final reply: a conversation's partials and its answer reach
+        # the renderer on one partition, in the order they were written.
         return REPLIES
     if envelope.kind is Kind.OUTBOUND:
         return OUTBOUND_BY_PLATFORM[envelope.conversation.platform]

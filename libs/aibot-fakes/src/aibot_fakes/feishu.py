@@ -32,6 +32,7 @@ from Crypto.Util.Padding import pad
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from aibot_fakes.feishu_cardkit import CardKit, CardKitError
 from aibot_fakes.feishu_control import add_control_routes
 from aibot_fakes.server import PlatformFake
 
@@ -138,6 +139,7 @@ class FakeFeishu(PlatformFake):
         self._uuids: dict[str, tuple[float, dict[str, Any]]] = {}
         self._failures: dict[str, deque[FeishuApiError]] = {}
         self._sent_changed = asyncio.Event()
+        self.cardkit = CardKit()
         self.app = self._build_app()
 
     # ------------------------------------------------------------------ lifecycle
@@ -377,6 +379,26 @@ class FakeFeishu(PlatformFake):
     def sent_to(self, chat_id: str) -> list[dict[str, Any]]:
         return [item for item in self.sent if item["chat_id"] == chat_id]
 
+    def shown_in(self, chat_id: str) -> list[str]:
+        """What the chat shows now, in order: each bot message's text, a card entity's as it is now
+        (after its streamed updates), recalled messages left out."""
+        shown = []
+        for item in self.sent_to(chat_id):
+            message = self._messages.get(item["message_id"])
+            if message is None or message.recalled:
+                continue
+            shown.append(self.cardkit.get(item["card_id"]).text() if item.get("card_id") else item["text"])
+        return shown
+
+    def _recall_own(self, message_id: str) -> dict[str, Any]:
+        message = self._messages.get(message_id)
+        if message is None or message.recalled:
+            raise FeishuApiError(230011, "The message was recalled or deleted.")
+        if not message.from_bot:
+            raise FeishuApiError(230027, "Lack of necessary permissions: the bot can only recall its own messages")
+        message.recalled = True
+        return {"code": 0, "msg": "success", "data": {}}
+
     def calls_to(self, api: str) -> list[dict[str, Any]]:
         return [call for call in self.calls if call["api"] == api]
 
@@ -477,6 +499,27 @@ class FakeFeishu(PlatformFake):
         async def reply(message_id: str, request: Request) -> Response:
             return await self._api("reply", request, lambda body, call: self._reply(message_id, body, call))
 
+        @app.delete("/open-apis/im/v1/messages/{message_id}")
+        async def recall(message_id: str, request: Request) -> Response:
+            return await self._api("recall", request, lambda _, __: self._recall_own(message_id))
+
+        @app.post("/open-apis/cardkit/v1/cards")
+        async def create_card(request: Request) -> Response:
+            return await self._api("card_create", request, lambda body, _: self.cardkit.create(body))
+
+        @app.put("/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}/content")
+        async def card_content(card_id: str, element_id: str, request: Request) -> Response:
+            handler = lambda body, _: self.cardkit.update_content(card_id, element_id, body)  # noqa: E731
+            return await self._api("card_content", request, handler)
+
+        @app.patch("/open-apis/cardkit/v1/cards/{card_id}/settings")
+        async def card_settings(card_id: str, request: Request) -> Response:
+            return await self._api("card_settings", request, lambda body, _: self.cardkit.settings(card_id, body))
+
+        @app.put("/open-apis/cardkit/v1/cards/{card_id}")
+        async def card_update(card_id: str, request: Request) -> Response:
+            return await self._api("card_update", request, lambda body, _: self.cardkit.replace(card_id, body))
+
         @app.get("/open-apis/im/v1/messages/{message_id}/resources/{file_key}")
         async def resource(message_id: str, file_key: str, request: Request) -> Response:
             kind = request.query_params.get("type")
@@ -506,7 +549,7 @@ class FakeFeishu(PlatformFake):
         self.calls.append(call)
         try:
             body: dict[str, Any] = {}
-            if request.method == "POST":
+            if request.method in ("POST", "PUT", "PATCH"):
                 try:
                     body = json.loads(await request.body() or b"{}")
                 except ValueError:
@@ -518,6 +561,9 @@ class FakeFeishu(PlatformFake):
             if authorize:
                 self._authorize(request)
             result = handler(body, call)
+        except CardKitError as exc:
+            call["code"] = exc.code
+            return FeishuApiError(exc.code, exc.msg, http_status=exc.http_status).response()
         except FeishuApiError as exc:
             call["code"] = exc.code
             return exc.response()
@@ -561,6 +607,9 @@ class FakeFeishu(PlatformFake):
         if size > limit:
             raise FeishuApiError(230022, f"The message content exceeds the limit ({size} > {limit} bytes).")
         parsed = _parse_content(msg_type, content)
+        card_id = (parsed.get("data") or {}).get("card_id") if parsed.get("type") == "card" else None
+        if card_id is not None:
+            self.cardkit.get(card_id)
         uuid = body.get("uuid")
         now = time.time()
         if isinstance(uuid, str) and uuid:
@@ -571,6 +620,8 @@ class FakeFeishu(PlatformFake):
                 call["deduplicated"] = True
                 return {"code": 0, "msg": "success", "data": previous[1]}
         message_id = f"om_{secrets.token_hex(16)}"
+        if card_id is not None:
+            self.cardkit.attach(card_id, message_id)
         self._messages[message_id] = _Message(message_id, chat_id, from_bot=True)
         data = {
             "message_id": message_id,
@@ -589,7 +640,8 @@ class FakeFeishu(PlatformFake):
                 "chat_id": chat_id,
                 "msg_type": msg_type,
                 "content": parsed,
-                "text": _visible_text(msg_type, parsed),
+                "text": self.cardkit.get(card_id).text() if card_id else _visible_text(msg_type, parsed),
+                "card_id": card_id,
                 "reply_to": reply_to,
                 "uuid": uuid,
                 "time": now,
@@ -622,7 +674,10 @@ def _parse_content(msg_type: str, content: str) -> Any:
     if msg_type == "text" and not (isinstance(parsed.get("text"), str) and parsed["text"].strip()):
         raise _content_error("text content needs a non-empty 'text'")
     if msg_type == "interactive":
-        if parsed.get("schema") == "2.0":
+        if parsed.get("type") == "card":  # a CardKit card entity, by id
+            if not isinstance((parsed.get("data") or {}).get("card_id"), str):
+                raise FeishuApiError(230099, "Failed to create card content: data.card_id is required")
+        elif parsed.get("schema") == "2.0":
             elements = (parsed.get("body") or {}).get("elements")
             if not isinstance(elements, list) or not elements:
                 raise FeishuApiError(230099, "Failed to create card content: body.elements is required")

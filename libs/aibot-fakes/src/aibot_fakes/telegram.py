@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 
 from aibot_fakes.server import PlatformFake
 from aibot_fakes.telegram_control import add_control_routes
+from aibot_fakes.telegram_flood import LIMITED_METHODS, FloodControl, FloodLimits
 from aibot_fakes.telegram_markup import EntityParseError, detect_entities, format_text, utf16_len
 from aibot_fakes.telegram_params import ApiError, bad_request, coerce_params, read_params, require_int
 
@@ -95,6 +96,7 @@ class FakeTelegram(PlatformFake):
         bot_username: str = "aibot_test_bot",
         bot_first_name: str = "AI Bot",
         strict_chats: bool = False,
+        flood_limits: FloodLimits | None = None,
     ) -> None:
         super().__init__()
         bot_id, sep, _ = token.partition(":")
@@ -107,6 +109,12 @@ class FakeTelegram(PlatformFake):
         # Telegram answers "chat not found" to a bot that never met the chat; off by default so a test
         # may send to any chat without simulating a user first.
         self.strict_chats = strict_chats
+        # Off by default: most tests are about other things, and the real limits make them slow.
+        self.flood = FloodControl(flood_limits) if flood_limits is not None else None
+        # Drafts shown now, per (chat, draft_id): Telegram keeps one ~30 s unless refreshed, and a
+        # message the bot sends to the chat takes the draft's place.
+        self.draft_ttl_s = 30.0
+        self._live_drafts: dict[tuple[int, int], dict[str, Any]] = {}
 
         self.sent: list[dict[str, Any]] = []
         self.calls: list[dict[str, Any]] = []
@@ -449,6 +457,19 @@ class FakeTelegram(PlatformFake):
 
     # ------------------------------------------------------------------ what the bot did
 
+    def live_drafts(self, chat_id: int) -> list[str]:
+        """The texts of the drafts a user of this chat sees now (not yet expired nor finished)."""
+        now = time.monotonic()
+        return [d["plain_text"] for (chat, _), d in self._live_drafts.items() if chat == chat_id and d["until"] > now]
+
+    def shown_in(self, chat_id: int) -> list[str]:
+        """The bot's messages in this chat as they read now (after edits and deletions), in order."""
+        return [
+            self._messages[key]["text"]
+            for key in sorted(self._bot_messages)
+            if key[0] == chat_id and key in self._messages
+        ]
+
     def sent_to(self, chat_id: int) -> list[dict[str, Any]]:
         return [item for item in self.sent if item["chat_id"] == chat_id]
 
@@ -561,6 +582,10 @@ class FakeTelegram(PlatformFake):
             failures = self._failures.get(name.lower())
             if failures:
                 raise failures.popleft()
+            if self.flood is not None and name.lower() in LIMITED_METHODS:
+                chat_id = params.get("chat_id")
+                if isinstance(chat_id, int):
+                    self.flood.check(chat_id, is_group=chat_id < 0)
             result = await handler(params)
         except ApiError as exc:
             call["error"] = exc.body()
@@ -768,6 +793,8 @@ class FakeTelegram(PlatformFake):
             message["reply_markup"] = markup
         message["message_id"] = self._new_message_id(chat["id"])
         stored = self._store(message, from_bot=True)
+        for key in [k for k in self._live_drafts if k[0] == chat["id"]]:
+            del self._live_drafts[key]  # the message finishes the draft
         self._record_sent("sendMessage", params, stored)
         return stored
 
@@ -808,6 +835,7 @@ class FakeTelegram(PlatformFake):
         if params.get("text") is None:
             params = {**params, "text": ""}  # Bot API 10: no text shows a "Thinking..." placeholder
         plain, entities = self._formatted(params, allow_empty=True)
+        self._live_drafts[(chat["id"], draft_id)] = {"plain_text": plain, "until": time.monotonic() + self.draft_ttl_s}
         self.drafts.append(
             {
                 "chat_id": chat["id"],

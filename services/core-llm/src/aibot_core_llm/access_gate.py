@@ -12,6 +12,7 @@ path to a model (text, transcribed voice, either platform) passes here, and nowh
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aibot_common import access, telemetry
@@ -39,6 +40,10 @@ REFUSED_PAIRING = (
 REFUSED_GROUP = "Sorry, I only answer approved users in this group. An administrator can add you as {subject}."
 RESET_REFUSED = "Only a user with a role bound in this group can reset its history."
 FORGET_REFUSED = "Only a user with a role bound in this group can erase its history."
+
+
+# The model for one request, made from the name of the chat's model.
+ModelFor = Callable[[str], ChatModel]
 
 
 class MeteredModel:
@@ -77,7 +82,11 @@ class AccessGate:
         decision = self.store.state.decide(envelope)
         return None if decision.allowed and decision.bound else FORGET_REFUSED
 
-    async def __call__(self, envelope: Envelope, state: ConversationState) -> Outcome:
+    async def __call__(
+        self, envelope: Envelope, state: ConversationState, model_for: ModelFor | None = None
+    ) -> Outcome:
+        """`model_for` makes the model of a chat's choice for this one request (core-llm's: the
+        failover pool led by it, streaming); without it the chat's model is called as it is."""
         if state.seen(envelope.id):
             return await handle(envelope, state, self.models[self.configured_model], self.core)
         decision = self.store.state.decide(envelope)
@@ -107,18 +116,21 @@ class AccessGate:
                 return _answer(envelope, state, await commands.run(ctx, name, args))
         elif not any(isinstance(p, TextPart) and p.text.strip() for p in envelope.parts):
             # No text to send to a model (an image, an empty message): the handler explains; no quota used.
-            return await self._handle(envelope, state, ctx)
+            return await self._handle(envelope, state, ctx, model_for)
         else:
             exceeded = self.usage.check(self.settings, decision.role, subject, chat_subject(envelope.key))
             if exceeded is not None:
                 log.info("quota exceeded for %s: %s %s", envelope.key, exceeded.scope, exceeded.limit)
                 return _answer(envelope, state, exceeded.text())
-        return await self._handle(envelope, state, ctx)
+        return await self._handle(envelope, state, ctx, model_for)
 
-    async def _handle(self, envelope: Envelope, state: ConversationState, ctx: Context) -> Outcome:
+    async def _handle(
+        self, envelope: Envelope, state: ConversationState, ctx: Context, model_for: ModelFor | None = None
+    ) -> Outcome:
         prompt = self.store.state.chat_settings(envelope.key).get("system_prompt")
         core = self.core.model_copy(update={"system_prompt": prompt}) if prompt else self.core
-        metered = MeteredModel(self.models[ctx.current_model()])
+        name = ctx.current_model()
+        metered = MeteredModel(model_for(name) if model_for is not None else self.models[name])
         outcome = await handle(envelope, state, metered, core)
         if metered.calls:
             identities = [chat_subject(envelope.key)] + ([ctx.subject] if ctx.subject else [])

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from aibot_common import catalog
 from aibot_common.access import AccessStore, TopicFollower
 from aibot_common.envelope import Envelope
-from aibot_common.outcome import Handler, Outcome
+from aibot_common.outcome import NOTHING, Handler, Outcome, PublishPartial, Streams
 from aibot_common.service import create_service_app, kafka_producer
 from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus, Stage, running_stages
@@ -29,18 +29,70 @@ from aibot_common.state import ChangelogTable
 from aibot_common.topics import CORE_CONVERSATIONS, GROUP_CORE, consumed_by
 from aibot_core_llm.access_gate import AccessGate
 from aibot_core_llm.admin_api import create_admin_app
+from aibot_core_llm.control import StoppableModel, StopSignals, is_regenerate, is_stop, regenerate
+from aibot_core_llm.edits import answers_edit
+from aibot_core_llm.failover import FailoverModels
 from aibot_core_llm.handler import ConversationState
-from aibot_core_llm.llm import OpenAICompatibleModel
+from aibot_core_llm.llm import ChatModel, Completion, OnText, OpenAICompatibleModel
 from aibot_core_llm.privacy import guard
 from aibot_core_llm.quota import UsageCounter
+from aibot_core_llm.streaming import StreamingModel, mark_streamed, partial_replies
 
 
-def make_handler(gate: AccessGate) -> Handler:
-    async def handle_message(envelope: Envelope, stored: Any) -> Outcome:
+class _Whole:
+    """A model that only answers whole (`ChatModel`, e.g. a test's scripted one) as a streaming one
+    that streams nothing: its answer arrives with the completion."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.name = model.name
+        self._model = model
+
+    async def complete(self, messages: list[dict[str, str]], on_text: OnText | None = None) -> Completion:
+        return await self._model.complete(messages)
+
+
+def make_handler(gate: AccessGate, models: FailoverModels | ChatModel, settings: Settings) -> Handler | Streams:
+    """core-llm's stage handler: the access gate (policy, commands, quotas, the chat's model) in front
+    of the failover pool of streaming models (or one whole-answer model), with stop and regenerate."""
+    pool = models if isinstance(models, FailoverModels) else FailoverModels([_Whole(models)], settings.failover)
+    if not settings.streaming.enabled:
+
+        async def handle_whole(envelope: Envelope, stored: Any) -> Outcome:
+            if not answers_edit(envelope, settings.edits):
+                return NOTHING
+            state = ConversationState.model_validate(stored) if stored else ConversationState()
+            return await gate(envelope, state, lambda name: pool.for_request(first=name))
+
+        return handle_whole
+
+    stops = StopSignals()
+
+    async def handle_streaming(envelope: Envelope, stored: Any, publish: PublishPartial) -> Outcome:
+        if not answers_edit(envelope, settings.edits):
+            return NOTHING  # an edit the settings leave unanswered (deterministic: a re-delivery agrees)
+        if is_stop(envelope):
+            return NOTHING  # done on arrival (`stops.interrupt`): the stopped answer went out as the answer
         state = ConversationState.model_validate(stored) if stored else ConversationState()
-        return await gate(envelope, state)
+        if is_regenerate(envelope):
+            again = regenerate(envelope, state)
+            if again is None:
+                return NOTHING
+            envelope, state = again
+        streaming = settings.streaming
+        asked: list[StreamingModel] = []  # the model the gate chose for this chat, if it called one
+        with stops.answering(envelope.key) as stop:
+            async with partial_replies(
+                envelope, publish, streaming.partial_interval_s, streaming.first_partial_after_s
+            ) as partials:
 
-    return handle_message
+                def model_for(name: str) -> StreamingModel:
+                    asked.append(StreamingModel(StoppableModel(pool.for_request(first=name), stop), partials))
+                    return asked[-1]
+
+                outcome = await gate(envelope, state, model_for)
+        return mark_streamed(outcome, partials, regenerable=bool(asked) and asked[-1].answered)
+
+    return Streams(handle_streaming, interrupt=stops.interrupt)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -68,7 +120,7 @@ async def admin_server(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    configured = settings.llm_model()  # fails fast when the models list has no llm
+    model_configs = settings.llm_models()  # fails fast when the models list has no llm; the configured first
     status = ServiceStatus()
     followers: list[TopicFollower] = []
 
@@ -87,16 +139,18 @@ def create_app(settings: Settings) -> FastAPI:
             kafka_producer(settings, "aibot-core-llm") as (producer, health),
             httpx.AsyncClient(limits=limits) as http,
         ):
-            models = {m.name: OpenAICompatibleModel(m, http) for m in settings.models if m.type == "llm"}
+            llms = [OpenAICompatibleModel(m, http) for m in model_configs]
+            pool = FailoverModels(llms, settings.failover)
+            models = {m.name: m for m in llms}
             store = AccessStore(settings.access, settings.kafka, producer, "aibot-core-llm")
             usage = UsageCounter(settings.kafka, producer, "aibot-core-llm")
-            gate = AccessGate(store, usage, dict(models), configured.name, settings.core, settings.access)
+            gate = AccessGate(store, usage, dict(models), model_configs[0].name, settings.core, settings.access)
             stage = Stage(
                 name="core-llm",
                 group_id=GROUP_CORE,
                 topics=consumed_by(GROUP_CORE),
                 # Personal data masked (and /forget honoured) before the access gate and the model.
-                handler=guard(make_handler(gate), settings.privacy, gate.may_forget),
+                handler=guard(make_handler(gate, pool, settings), settings.privacy, gate.may_forget),
                 max_in_flight=settings.core.max_in_flight,
                 table=table,
             )

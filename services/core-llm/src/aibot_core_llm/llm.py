@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -19,6 +20,7 @@ class Completion:
     text: str
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    first_token_s: float | None = None  # from the request to the first streamed piece
 
 
 class LLMError(Exception):
@@ -36,6 +38,17 @@ class ChatModel(Protocol):
     async def complete(self, messages: list[dict[str, str]]) -> Completion: ...
 
 
+# Called with the whole answer so far after each piece the model streams (cheap and synchronous:
+# the caller coalesces, so the stream is never held up by what is done with it).
+OnText = Callable[[str], None]
+
+
+class StreamingChatModel(Protocol):
+    name: str
+
+    async def complete(self, messages: list[dict[str, str]], on_text: OnText | None = None) -> Completion: ...
+
+
 class OpenAICompatibleModel:
     def __init__(self, config: ModelConfig, client: httpx.AsyncClient) -> None:
         assert config.endpoint
@@ -44,7 +57,7 @@ class OpenAICompatibleModel:
         self._client = client
         self._endpoint = config.endpoint
 
-    async def complete(self, messages: list[dict[str, str]]) -> Completion:
+    async def complete(self, messages: list[dict[str, str]], on_text: OnText | None = None) -> Completion:
         body: dict[str, object] = {
             "model": self._config.api_model,
             "messages": messages,
@@ -60,7 +73,7 @@ class OpenAICompatibleModel:
         started = time.perf_counter()
         try:
             with telemetry.span("llm chat", model=self.name):
-                completion = await self._stream(body, headers)
+                completion = await self._stream(body, headers, on_text, started)
         except LLMError as exc:
             telemetry.LLM_ERRORS.labels(model=self.name, reason=_reason(exc)).inc()
             raise
@@ -69,10 +82,19 @@ class OpenAICompatibleModel:
             telemetry.LLM_TOKENS.labels(model=self.name, kind="prompt").inc(completion.prompt_tokens)
         if completion.completion_tokens is not None:
             telemetry.LLM_TOKENS.labels(model=self.name, kind="completion").inc(completion.completion_tokens)
+            if completion.first_token_s is not None:
+                writing = time.perf_counter() - started - completion.first_token_s
+                if writing > 0 and completion.completion_tokens > 1:
+                    rate = (completion.completion_tokens - 1) / writing
+                    telemetry.LLM_TOKENS_PER_SECOND.labels(model=self.name).observe(rate)
         return completion
 
-    async def _stream(self, body: dict[str, object], headers: dict[str, str]) -> Completion:
+    async def _stream(
+        self, body: dict[str, object], headers: dict[str, str], on_text: OnText | None, started: float
+    ) -> Completion:
         pieces: list[str] = []
+        so_far = ""
+        first_token_s: float | None = None
         usage: dict[str, int] = {}
         timeout = httpx.Timeout(self._config.timeout_s, connect=10.0)
         try:
@@ -97,7 +119,13 @@ class OpenAICompatibleModel:
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         if delta.get("content"):
+                            if not pieces:
+                                first_token_s = time.perf_counter() - started
+                                telemetry.LLM_FIRST_TOKEN_SECONDS.labels(model=self.name).observe(first_token_s)
                             pieces.append(delta["content"])
+                            if on_text is not None:
+                                so_far += delta["content"]
+                                on_text(so_far)
                     if chunk.get("usage"):
                         usage = chunk["usage"]
         except httpx.TimeoutException as exc:
@@ -109,7 +137,7 @@ class OpenAICompatibleModel:
         text = "".join(pieces).strip()
         if not text:
             raise LLMError("model returned an empty answer", retryable=True)
-        return Completion(text, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        return Completion(text, usage.get("prompt_tokens"), usage.get("completion_tokens"), first_token_s)
 
 
 def _from_json(data: dict) -> Completion:
@@ -135,6 +163,11 @@ def _http_error(response: httpx.Response) -> LLMError:
             retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
         )
     return LLMError(f"model endpoint answered {status}: {detail}", retryable=False)
+
+
+def failure_reason(exc: LLMError) -> str:
+    """A short label for a failure (metrics): timeout, the HTTP status, connection or invalid."""
+    return _reason(exc)
 
 
 def _reason(exc: LLMError) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from aibot_common import pii
 from aibot_common.envelope import Envelope, TextPart
 from aibot_common.erasure import FORGET_COMMAND, is_erasure_request
-from aibot_common.outcome import Handler, Outcome
+from aibot_common.outcome import Handler, Outcome, PublishPartial, Streams
 from aibot_common.settings import PrivacySettings
 from aibot_common.state import TOMBSTONE
 from aibot_core_llm.handler import reply
@@ -86,12 +86,38 @@ def _is_forget(envelope: Envelope) -> bool:
     return bool(words) and words[0].lower() == FORGET_COMMAND
 
 
-def guard(
-    handler: Handler, config: PrivacySettings, may_forget: Callable[[Envelope], str | None] | None = None
-) -> Handler:
-    """The stage's handler behind erasure and the deployment's privacy mode. `may_forget` answers a
-    refusal for a `/forget` its sender may not give (a group's history is everyone's), or None."""
+MayForget = Callable[[Envelope], str | None]
 
+
+def guard(
+    handler: Handler | Streams, config: PrivacySettings, may_forget: MayForget | None = None
+) -> Handler | Streams:
+    """The stage's handler behind erasure and the deployment's privacy mode. A streaming handler's
+    partial answers get the same treatment as its final one: restored before they are published.
+    `may_forget` answers a refusal for a `/forget` its sender may not give (a group's history is
+    everyone's), or None."""
+    if isinstance(handler, Streams):
+        streaming = handler
+
+        async def guarded_streaming(envelope: Envelope, stored: Any, publish: PublishPartial) -> Outcome:
+            values: dict[str, str] = {}
+
+            async def restored(partial: Envelope) -> None:
+                await publish(restore_envelope(partial, values) if values else partial)
+
+            async def inner(masked_envelope: Envelope, state: Any) -> Outcome:
+                return await streaming.handler(masked_envelope, state, restored)
+
+            plain = _guard(inner, config, values, may_forget)
+            return await plain(envelope, stored)
+
+        return Streams(guarded_streaming, interrupt=handler.interrupt)
+    return _guard(handler, config, None, may_forget)
+
+
+def _guard(
+    handler: Handler, config: PrivacySettings, seen: dict[str, str] | None, may_forget: MayForget | None
+) -> Handler:
     async def guarded(envelope: Envelope, stored: Any) -> Outcome:
         if may_forget is not None and not is_erasure_request(envelope) and _is_forget(envelope):
             refusal = may_forget(envelope)
@@ -109,6 +135,8 @@ def guard(
             # Kinds only: the values themselves are never logged.
             log.info("refused a message with personal data", extra={"kinds": masked.kinds})
             return Outcome(emit=[reply(envelope, config.refuse_text.format(kinds=", ".join(masked.kinds)))])
+        if seen is not None:
+            seen.update(masked.values)  # what a streaming handler's partials are restored with
         outcome = await handler(masked_envelope, stored)
         return dataclasses.replace(outcome, emit=[restore_envelope(e, masked.values) for e in outcome.emit])
 

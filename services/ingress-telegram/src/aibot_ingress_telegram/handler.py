@@ -97,6 +97,8 @@ def _from_message(envelope_id: str, message: Message, bot: BotIdentity, *, edite
     meta = {"message_id": str(message.message_id)}
     if edited:
         meta["edited"] = "true"
+        if message.date:  # when the original was sent: core-llm's edit window counts from it
+            meta["sent_at"] = message.date.isoformat()
     return Envelope(
         id=envelope_id,
         kind=user_message_kind(parts),

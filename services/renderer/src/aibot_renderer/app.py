@@ -43,7 +43,7 @@ async def make_senders(settings: Settings, stack: AsyncExitStack) -> dict[Platfo
     if settings.telegram.enabled:
         bot = make_bot(settings.telegram)
         await stack.enter_async_context(bot)
-        senders[Platform.TELEGRAM] = TelegramSender(bot, settings.telegram)
+        senders[Platform.TELEGRAM] = TelegramSender(bot, settings.telegram, drafts=settings.streaming.telegram_drafts)
     if settings.feishu.enabled:
         # Imported here: lark-oapi takes seconds to import, and a Telegram-only deployment needs none of it.
         from aibot_common.platforms.feishu import FeishuClient
@@ -88,6 +88,8 @@ def create_app(settings: Settings) -> FastAPI:
                         max_in_flight=settings.renderer.max_in_flight,
                         attempts=settings.renderer.send_attempts,
                         table=delivered,
+                        # The overall flood limit is the bot's, shared by every replica: split by ownership.
+                        on_assignment=getattr(sender, "set_share", None),
                     )
                 )
             async with running_stages(settings, producer, stages, "renderer") as runners:

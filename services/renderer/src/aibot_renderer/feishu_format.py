@@ -55,19 +55,53 @@ def defuse_mentions(text: str) -> str:
     return _AT_TAG.sub("<\u200b\\1", text)
 
 
+# Inline code (a run of backticks, its content, the same run) and fenced code blocks: left as they are.
+_CODE = re.compile(
+    r"^[ \t]{0,3}(`{3,}|~{3,})[^\n]*\n.*?(?:^[ \t]{0,3}\1[ \t]*$|\Z)|(`+)(?!`).+?(?<!`)\2(?!`)",
+    re.MULTILINE | re.DOTALL,
+)
+
+
+def literal_html(markdown: str) -> str:
+    """Card markdown is CommonMark with some HTML (`<font>`, `<at>`, `<a>`...): a model's `List<String>`,
+    `<b>` or `a < b > c` would be read as tags and lost, and `&amp;` decoded. Outside code, `<` and
+    `&` become the character references CommonMark turns back into exactly those characters (the
+    Telegram side swaps them for stand-ins, the same idea); code spans and blocks show their text
+    literally already, so they are left alone."""
+    out: list[str] = []
+    last = 0
+    for match in _CODE.finditer(markdown):
+        out.append(_escape(markdown[last : match.start()]))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(_escape(markdown[last:]))
+    return "".join(out)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
 def text_content(text: str) -> str:
     # Single newlines become blank lines, as the first version did, so lines stay apart in the client.
     spaced = re.sub(r"(?<!\n)\n(?!\n)", "\n\n", text)
     return json.dumps({"text": spaced}, ensure_ascii=False)
 
 
-def card_content(markdown: str, transcript: str | None = None) -> str:
+ANSWER_ELEMENT = "answer"  # the element id a streaming card's text is updated through
+
+
+def card_content(markdown: str, transcript: str | None = None, *, streaming: bool = False) -> str:
     elements: list[dict[str, Any]] = []
     if transcript:
-        elements.append({"tag": "markdown", "content": f"<font color='grey'>🎤 {transcript}</font>"})
+        elements.append({"tag": "markdown", "content": f"<font color='grey'>🎤 {_escape(transcript)}</font>"})
         elements.append({"tag": "hr"})
-    elements.append({"tag": "markdown", "content": markdown})
-    return json.dumps({"schema": "2.0", "body": {"elements": elements}}, ensure_ascii=False)
+    elements.append({"tag": "markdown", "content": literal_html(markdown), "element_id": ANSWER_ELEMENT})
+    card: dict[str, Any] = {"schema": "2.0", "body": {"elements": elements}}
+    if streaming:
+        # Feishu animates the difference between two texts; the summary is the chat list's preview.
+        card["config"] = {"streaming_mode": True, "summary": {"content": "…"}}
+    return json.dumps(card, ensure_ascii=False)
 
 
 def body_bytes(content: str) -> int:
@@ -75,13 +109,14 @@ def body_bytes(content: str) -> int:
     return len(json.dumps(content, ensure_ascii=False).encode())
 
 
-def render(markdown: str, transcript: str | None = None) -> list[FeishuMessage]:
-    """Markdown -> one message, or several when it is too long for one."""
+def render(markdown: str, transcript: str | None = None, *, as_cards: bool = False) -> list[FeishuMessage]:
+    """Markdown -> one message, or several when it is too long for one. `as_cards`: always cards
+    (split at the card limit), as a streamed answer is shown, so its final parts match its cards."""
     markdown = defuse_mentions(markdown.strip())
     transcript = defuse_mentions(" ".join(transcript.split())) if transcript else None
     if not markdown:
         return []
-    if transcript is None and not has_formatting(markdown):
+    if transcript is None and not as_cards and not has_formatting(markdown):
         make: Callable[[str], str] = text_content
         limit, form = TEXT_LIMIT_BYTES, "plain"
     else:
@@ -114,10 +149,33 @@ def _balance_fences(chunks: list[str]) -> list[str]:
     return balanced
 
 
-def format_for_feishu(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
+def _transcript(reply: Envelope, settings: RendererSettings) -> str | None:
     transcript = reply.meta.get("transcript")
     show = reply.origin is Origin.VOICE and bool(transcript) and settings.show_transcript
-    messages = render(reply.text(), transcript if show else None)
+    return transcript if show else None
+
+
+def format_preview_for_feishu(partial: Envelope, settings: RendererSettings) -> list[Envelope]:
+    """A partial answer -> one OUTBOUND preview: every card it would fill now (markdown, and the
+    streaming card entity to create for it), for the sender to create or update."""
+    transcript = _transcript(partial, settings)
+    messages = render(partial.text(), transcript, as_cards=True)
+    heard = defuse_mentions(" ".join(transcript.split())) if transcript else None
+    if not messages:
+        return []
+    parts = [
+        TextPart(
+            text=m.source,
+            format="feishu_card",
+            rendered=card_content(m.source, heard if i == 0 else None, streaming=True),
+        )
+        for i, m in enumerate(messages)
+    ]
+    return [partial.derive(kind=Kind.OUTBOUND, suffix="fs-preview", parts=parts, meta={**partial.meta, "preview": "1"})]
+
+
+def format_for_feishu(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
+    messages = render(reply.text(), _transcript(reply, settings), as_cards=reply.meta.get("streamed") == "1")
     return [
         reply.derive(
             kind=Kind.OUTBOUND,
@@ -125,7 +183,7 @@ def format_for_feishu(reply: Envelope, settings: RendererSettings) -> list[Envel
             parts=[TextPart(text=message.source, format=message.format, rendered=message.content)],
             # Only the first part answers the user's message; the rest follow it in the chat.
             reply_to_message_id=reply.reply_to_message_id if index == 0 else None,
-            meta={**reply.meta, "part": f"{index + 1}/{len(messages)}"},
+            meta={**reply.meta, "part": f"{index + 1}/{len(messages)}", "stream": reply.id},
         )
         for index, message in enumerate(messages)
     ]

@@ -19,9 +19,10 @@ class PerChatLimiter:
 
     async def acquire(self, chat_id: str) -> None:
         """Wait until this chat may be sent one more message."""
-        await self._limiter(chat_id).acquire()
+        await self.limiter(chat_id).acquire()
 
-    def _limiter(self, chat_id: str) -> AsyncLimiter:
+    def limiter(self, chat_id: str) -> AsyncLimiter:
+        """This chat's bucket (for a caller that only wants spare capacity, `has_capacity` first)."""
         limiter = self._chats.get(chat_id)
         if limiter is None:
             limiter = self._chats[chat_id] = AsyncLimiter(self._rate, self._period_s)

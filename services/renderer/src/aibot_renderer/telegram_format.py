@@ -69,13 +69,33 @@ def split_message(message: TelegramText, limit: int = MAX_TEXT) -> list[Telegram
     return parts
 
 
-def format_for_telegram(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
-    """A reply -> the OUTBOUND envelopes of its Telegram messages, in order."""
+def _chunks(reply: Envelope, settings: RendererSettings) -> list[TelegramText]:
     message = markdown_to_telegram(reply.text())
     transcript = reply.meta.get("transcript")
     if reply.origin is Origin.VOICE and transcript and settings.show_transcript:
         message = with_transcript(transcript, message)
-    chunks = split_message(message)
+    return split_message(message)
+
+
+def format_preview_for_telegram(partial: Envelope, settings: RendererSettings) -> list[Envelope]:
+    """A partial answer -> one OUTBOUND preview holding all of it, as the messages it would be now
+    (one part each), so the sender can show the latest text in a draft or edit each message."""
+    chunks = _chunks(partial, settings)
+    if not chunks:
+        return []
+    return [
+        partial.derive(
+            kind=Kind.OUTBOUND,
+            suffix="tg-preview",
+            parts=[TextPart(text=c.text, format="telegram_entities", entities=c.entities) for c in chunks],
+            meta={**partial.meta, "preview": "1"},
+        )
+    ]
+
+
+def format_for_telegram(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
+    """A reply -> the OUTBOUND envelopes of its Telegram messages, in order."""
+    chunks = _chunks(reply, settings)
     return [
         reply.derive(
             kind=Kind.OUTBOUND,
@@ -83,7 +103,8 @@ def format_for_telegram(reply: Envelope, settings: RendererSettings) -> list[Env
             parts=[TextPart(text=chunk.text, format="telegram_entities", entities=chunk.entities)],
             # Only the first part answers the user's message; the rest follow it.
             reply_to_message_id=reply.reply_to_message_id if index == 0 else None,
-            meta={**reply.meta, "part": f"{index + 1}/{len(chunks)}"},
+            # "stream": the sender finishes what the previews of this answer (named by its id) showed.
+            meta={**reply.meta, "part": f"{index + 1}/{len(chunks)}", "stream": reply.id},
         )
         for index, chunk in enumerate(chunks)
     ]

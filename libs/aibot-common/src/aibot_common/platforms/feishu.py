@@ -31,9 +31,19 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from lark_oapi.api.cardkit.v1 import (
+    Card,
+    ContentCardElementRequest,
+    ContentCardElementRequestBody,
+    CreateCardRequest,
+    CreateCardRequestBody,
+    UpdateCardRequest,
+    UpdateCardRequestBody,
+)
 from lark_oapi.api.im.v1 import (
     CreateMessageRequest,
     CreateMessageRequestBody,
+    DeleteMessageRequest,
     ReplyMessageRequest,
     ReplyMessageRequestBody,
 )
@@ -63,6 +73,12 @@ RATE_LIMIT_CODES = frozenset({99991400, 99991402, 11020, 11021})
 # A reply whose target was recalled or deleted can still be said as a fresh message in the chat. The
 # SDK's channel layer knows some of these codes; 230011 ("the message was recalled") is added.
 REPLY_TARGET_GONE_CODES = frozenset({230011})
+# CardKit: the card's own frequency limit (10 operations a second) and "try again" errors, which a
+# streaming card backs off on; and the app lacking the cardkit:card:write scope (fall back to messages).
+CARD_THROTTLED_CODES = frozenset({230020, 200850})
+CARD_STREAMING_CLOSED_CODES = frozenset({300309})
+CARD_SEQUENCE_CODES = frozenset({300317})
+PERMISSION_CODES = frozenset({99991672, 230003, 99991679})
 MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024  # Feishu's own limit for a message resource
 _ERROR_BODY_BYTES = 64 * 1024
 
@@ -144,7 +160,7 @@ def _retry_after(headers: dict[str, str] | httpx.Headers | None) -> float | None
 def classify(method: str, status: int, code: int | None, msg: str, headers: Any = None) -> Exception:
     """Feishu's answer -> the runner's kind of failure."""
     what = f"feishu {method}: code {code} ({msg or 'no message'}), HTTP {status}"
-    if status == 429 or code in RATE_LIMIT_CODES:
+    if status == 429 or code in RATE_LIMIT_CODES or code in CARD_THROTTLED_CODES:
         wait = _retry_after(headers)
         return FeishuRetryable(f"{what}: rate limited", code=code, http_status=status, retry_after=wait)
     if code in INVALID_TOKEN_CODES:
@@ -262,6 +278,46 @@ class FeishuClient:
 
         answer = await self._call("reply", request)
         return str((answer.get("data") or {}).get("message_id") or "")
+
+    async def recall_message(self, message_id: str) -> None:
+        """DELETE /open-apis/im/v1/messages/{message_id}: withdraw one of the bot's own messages."""
+        await self._call("recall", lambda: DeleteMessageRequest.builder().message_id(message_id).build())
+
+    # ------------------------------------------------------------------ CardKit (streaming cards)
+
+    async def create_card(self, card_json: str) -> str:
+        """POST /open-apis/cardkit/v1/cards: a card entity (JSON 2.0) to send by id; returns card_id."""
+
+        def request() -> BaseRequest:
+            body = CreateCardRequestBody.builder().type("card_json").data(card_json).build()
+            return CreateCardRequest.builder().request_body(body).build()
+
+        answer = await self._call("card_create", request)
+        card_id = (answer.get("data") or {}).get("card_id")
+        if not isinstance(card_id, str) or not card_id:
+            raise FeishuRejected("feishu card_create: no card_id in the answer")
+        return card_id
+
+    async def stream_card_content(self, card_id: str, element_id: str, content: str, sequence: int) -> None:
+        """PUT .../cards/{card_id}/elements/{element_id}/content: the element's whole text so far."""
+
+        def request() -> BaseRequest:
+            body = ContentCardElementRequestBody.builder().content(content).sequence(sequence).build()
+            return (
+                ContentCardElementRequest.builder().card_id(card_id).element_id(element_id).request_body(body).build()
+            )
+
+        await self._call("card_content", request)
+
+    async def replace_card(self, card_id: str, card_json: str, sequence: int) -> None:
+        """PUT .../cards/{card_id}: the whole card (its config too: streaming_mode off ends the stream)."""
+
+        def request() -> BaseRequest:
+            card = Card.builder().type("card_json").data(card_json).build()
+            body = UpdateCardRequestBody.builder().card(card).sequence(sequence).build()
+            return UpdateCardRequest.builder().card_id(card_id).request_body(body).build()
+
+        await self._call("card_update", request)
 
     async def bot_info(self) -> BotInfo:
         """GET /open-apis/bot/v3/info: the bot's own open_id, to recognise its @mentions in groups."""
