@@ -22,7 +22,7 @@ from aibot_cli.supervisor import ServiceProcess, Supervisor
 from aibot_common.testing.broker import ApacheKafka, apache_kafka_available, free_port
 from aibot_fakes.llm import FakeLLM
 from aibot_fakes.telegram import FakeTelegram
-from tests.e2e.conftest import READY_TIMEOUT_S, pipeline_env
+from tests.e2e.conftest import READY_TIMEOUT_S, admin_port_env, pipeline_env
 
 CHATS = range(7000, 7050)  # 50 conversations
 SEND_INTERVAL_S = 2.0  # each chat sends a message every 2 s: 25 messages a second in all
@@ -172,8 +172,8 @@ async def start_pipeline(brokers: int) -> AsyncIterator[ChaosPipeline]:
         env["AIBOT_KAFKA__GROUP_INSTANCE_ID"] = ""
     supervisor = Supervisor(log_dir=tmp / "logs", env=env)
     supervisor.add("ingress-telegram", ingress_port)
-    supervisor.add("core-llm", free_port())
-    supervisor.add("core-llm", free_port())
+    supervisor.add("core-llm", free_port(), env=admin_port_env())
+    supervisor.add("core-llm", free_port(), env=admin_port_env())
     supervisor.add("renderer", free_port())
     supervisor.start()
     try:
