@@ -164,6 +164,44 @@ class ObservabilitySettings(_Section):
     error_log_path: str | None = Field(default=None, description="Error lines also go to this file.")
 
 
+class StorageSettings(_Section):
+    """Where archives and old log days go: a local directory or an S3-compatible bucket (storage.py)."""
+
+    backend: Literal["local", "s3"] = "local"
+    path: str = Field(default="var/storage", description="local: the folder (a PersistentVolume in Kubernetes).")
+    bucket: str | None = Field(default=None, description="s3: the bucket.")
+    prefix: str = Field(default="", description="s3: a key prefix inside the bucket, e.g. ai-bot/prod.")
+    endpoint: str | None = Field(
+        default=None,
+        description="s3: the endpoint for MinIO, OSS (https://oss-cn-hangzhou.aliyuncs.com), COS "
+        "(https://cos.ap-guangzhou.myqcloud.com); unset for AWS.",
+    )
+    region: str | None = None
+    # Secrets from the environment (AIBOT_STORAGE__ACCESS_KEY_ID, or AWS_ACCESS_KEY_ID which obstore
+    # reads itself), never from the file.
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    virtual_hosted_style: bool = Field(default=False, description="OSS and COS need bucket.endpoint URLs.")
+    # Days each tier keeps its date= folders; a tier left out is kept forever.
+    retention_days: dict[str, int] = Field(default_factory=lambda: {"archive": 365, "logs": 90, "errors": 180})
+
+    @field_validator("retention_days")
+    @classmethod
+    def _positive_days(cls, value: dict[str, int]) -> dict[str, int]:
+        for tier, days in value.items():
+            if days < 1:
+                raise ValueError(f"storage.retention_days.{tier} must be at least 1 day")
+        return value
+
+
+class ArchiveSettings(_Section):
+    """The archiver: every user message and answer, masked, in date-partitioned gzip JSONL volumes."""
+
+    volume_max_records: int = Field(default=5000, ge=1, description="A volume is written at this many records...")
+    volume_max_seconds: float = Field(default=60.0, gt=0, description="...or once its oldest record is this old.")
+    sweep_interval_s: float = Field(default=3600.0, gt=0, description="How often old days are deleted.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AIBOT_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -179,6 +217,8 @@ class Settings(BaseSettings):
     renderer: RendererSettings = Field(default_factory=RendererSettings)
     asr: AsrSettings = Field(default_factory=AsrSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
 
     @classmethod
     def settings_customise_sources(
