@@ -56,6 +56,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("core-llm", "aibot_core_llm", 8083),
     ServiceSpec("asr-worker", "aibot_asr_worker", 8084, gpu=True),
     ServiceSpec("renderer", "aibot_renderer", 8085),
+    ServiceSpec("archiver", "aibot_archiver", 8086),
 )
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)

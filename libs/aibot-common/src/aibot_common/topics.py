@@ -34,13 +34,13 @@ INBOUND = Topic(
     name="aibot.inbound.v1",
     description="User messages (text, or transcribed voice) waiting for the LLM.",
     producers=("ingress-telegram", "ingress-feishu", "asr-worker"),
-    consumers=("core-llm",),
+    consumers=("core-llm", "archiver"),
 )
 REPLIES = Topic(
     name="aibot.replies.v1",
     description="The assistant's answers (markdown), waiting to be formatted for their platform.",
     producers=("core-llm", "asr-worker"),
-    consumers=("renderer",),
+    consumers=("renderer", "archiver"),
 )
 OUTBOUND_TELEGRAM = Topic(
     name="aibot.outbound.telegram.v1",
@@ -116,6 +116,8 @@ GROUP_RESPONSE_PROCESSOR = "aibot-response-processor"
 GROUP_SENDER = {Platform.TELEGRAM: "aibot-renderer-telegram", Platform.FEISHU: "aibot-renderer-feishu"}
 GROUP_ASR = "aibot-asr-worker"
 GROUP_TELEGRAM_POLLER = "aibot-telegram-poller"
+# The archiver reads every user message and answer in a group of its own, so it never slows the pipeline.
+GROUP_ARCHIVER = "aibot-archiver"
 
 # Which group consumes which topic: the lag view and the alerts iterate this.
 CONSUMPTION: tuple[tuple[str, str], ...] = (
@@ -124,6 +126,8 @@ CONSUMPTION: tuple[tuple[str, str], ...] = (
     (OUTBOUND_TELEGRAM.name, GROUP_SENDER[Platform.TELEGRAM]),
     (OUTBOUND_FEISHU.name, GROUP_SENDER[Platform.FEISHU]),
     (ASR_REQUESTS.name, GROUP_ASR),
+    (INBOUND.name, GROUP_ARCHIVER),
+    (REPLIES.name, GROUP_ARCHIVER),
 )
 
 
