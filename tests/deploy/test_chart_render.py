@@ -197,10 +197,12 @@ def test_existing_secret_replaces_the_chart_secret(render) -> None:
     rendered = render(EXTERNAL)
     assert rendered.of_kind("Secret") == []
     users = [*rendered.of_kind("Deployment"), *rendered.of_kind("Job")]
-    assert len(users) == 5
+    assert len(users) == 6
     for doc in users:
+        # The archiver also gets the storage backend's keys, from their own Secret.
+        extra = [{"secretRef": {"name": "ai-bot-storage"}}] if doc["metadata"]["name"].endswith("-archiver") else []
         for container in pod_spec(doc)["containers"]:
-            assert container["envFrom"] == [{"secretRef": {"name": "ai-bot-secrets"}}]
+            assert container["envFrom"] == [{"secretRef": {"name": "ai-bot-secrets"}}, *extra]
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES)

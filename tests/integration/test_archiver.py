@@ -181,3 +181,40 @@ async def test_kill_9_mid_volume_loses_nothing_and_dedupe_doubles_nothing(
         assert all(
             r["created_at"][:10] == day and r["platform"] == platform for r in decode_volume(await storage.get(key))
         )
+
+    # `ai-bot archive ls|get` finds the day's conversations, each record once.
+    env = {**os.environ, **_storage_env(storage_settings)}
+    listing = subprocess.run(
+        [str(Path(sys.executable).parent / "ai-bot"), "archive", "ls"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert "2026-05-01" in listing.stdout and "2026-05-02" in listing.stdout
+    got = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ai-bot"),
+            "archive",
+            "get",
+            "--date",
+            "2026-05-01",
+            "--platform",
+            "telegram",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert got.returncode == 0, got.stderr
+    printed = [json.loads(line) for line in got.stdout.splitlines()]
+    expected = {
+        e.id
+        for e in first + second
+        if e.created_at.date().isoformat() == "2026-05-01" and e.conversation.platform is Platform.TELEGRAM
+    }
+    # Every record of the day was created at 12:00: dedupe orders them by id.
+    assert [r["id"] for r in printed] == sorted(expected)
+    assert f"{len(expected)} records" in got.stderr

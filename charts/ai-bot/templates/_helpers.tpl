@@ -218,7 +218,9 @@ Feishu and Kafka secrets are environment variables that override the file.
   "core" (include "ai-bot.compact" $v.config.core | fromYaml)
   "renderer" (include "ai-bot.compact" $v.config.renderer | fromYaml)
   "asr" (include "ai-bot.compact" $v.config.asr | fromYaml)
-  "observability" (include "ai-bot.compact" $v.config.observability | fromYaml) -}}
+  "observability" (include "ai-bot.compact" $v.config.observability | fromYaml)
+  "storage" (include "ai-bot.storageConfig" . | fromYaml)
+  "archive" (dict "volume_max_records" $v.archiver.volumeMaxRecords "volume_max_seconds" $v.archiver.volumeMaxSeconds) -}}
 {{- toYaml $config }}
 {{- end }}
 
@@ -268,4 +270,26 @@ With existingSecret the chart cannot see the secret values, so only the non-secr
 {{- if and $v.ingress.enabled (not $v.ingress.host) -}}
 {{- fail "ingress: set ingress.host to the public host name of the webhooks (or ingress.enabled=false)" -}}
 {{- end -}}
+{{- end }}
+
+{{/* The claim of the local storage backend: the operator's, or the one storage.yaml creates. */}}
+{{- define "ai-bot.storageClaim" -}}
+{{- .Values.storage.existingClaim | default (printf "%s-storage" (include "ai-bot.fullname" .)) -}}
+{{- end }}
+
+{{/* The config file's `storage:` section (snake_case); credentials come from storage.credentialsSecret. */}}
+{{- define "ai-bot.storageConfig" -}}
+{{- $s := .Values.storage -}}
+{{- $out := dict "backend" $s.backend "retention_days" $s.retentionDays -}}
+{{- if eq $s.backend "local" -}}
+{{- $_ := set $out "path" $s.path -}}
+{{- else -}}
+{{- if not $s.bucket }}{{ fail "storage: the s3 backend needs storage.bucket" }}{{ end -}}
+{{- $_ := set $out "bucket" $s.bucket -}}
+{{- $_ := set $out "virtual_hosted_style" $s.virtualHostedStyle -}}
+{{- with $s.prefix }}{{ $_ := set $out "prefix" . }}{{ end -}}
+{{- with $s.endpoint }}{{ $_ := set $out "endpoint" . }}{{ end -}}
+{{- with $s.region }}{{ $_ := set $out "region" . }}{{ end -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end }}

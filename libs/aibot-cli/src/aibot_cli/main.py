@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch this (topic, group) instead of the pipeline's own (repeatable)",
     )
     lag.set_defaults(func=cmd_lag)
+
+    from aibot_cli.archive import add_parser as add_archive
+
+    add_archive(sub)
     return parser
 
 
