@@ -18,6 +18,7 @@ from aibot_common.topics import (
     CONSUMPTION,
     CORE_CONVERSATIONS,
     DEAD_LETTERS,
+    GROUP_ARCHIVER,
     GROUP_ASR,
     GROUP_CORE,
     GROUP_RESPONSE_PROCESSOR,
@@ -48,6 +49,7 @@ GROUP_OF_SERVICE = {
     GROUP_ASR: "asr-worker",
     GROUP_RESPONSE_PROCESSOR: "renderer",
     **{group: "renderer" for group in GROUP_SENDER.values()},
+    GROUP_ARCHIVER: "archiver",
 }
 
 
@@ -92,6 +94,8 @@ async def _emitted_by_service() -> dict[str, set[str]]:
         "core-llm": _routed(core_llm) | {TABLES["core-llm"].name},
         "asr-worker": _routed(asr_worker),
         "renderer": _routed(renderer) | {TABLES["renderer"].name},
+        # A sink: it writes volumes to the storage backend and produces to no topic.
+        "archiver": set(),
     }
 
 
@@ -112,6 +116,11 @@ def test_the_consumers_listed_are_the_services_whose_stages_read_there(service: 
     read = {topic for group, owner in GROUP_OF_SERVICE.items() if owner == service for topic in consumed_by(group)}
     read |= {TABLES[service].name} if service in TABLES else set()  # restored on partition assignment
     assert _listed("consumers", service) == read
+
+
+def test_the_archiver_reads_every_user_message_and_answer() -> None:
+    read = {topic for group, owner in GROUP_OF_SERVICE.items() if owner == "archiver" for topic in consumed_by(group)}
+    assert _listed("consumers", "archiver") == read == {"aibot.inbound.v1", "aibot.replies.v1"}
 
 
 def test_every_consumed_topic_has_a_group_and_every_group_a_service() -> None:
