@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     from aibot_cli.archive import add_parser as add_archive
 
     add_archive(sub)
+    from aibot_cli.alerts import add_parser as add_alerts
+
+    add_alerts(sub)
     return parser
 
 

@@ -202,6 +202,41 @@ class ArchiveSettings(_Section):
     sweep_interval_s: float = Field(default=3600.0, gt=0, description="How often old days are deleted.")
 
 
+class AlertingSettings(_Section):
+    """Where alerts go (`ai-bot alerts config` writes Alertmanager's config from this; `ai-bot alerts
+    relay` delivers to the channels Alertmanager cannot reach itself). Secrets from the environment."""
+
+    relay_url: str = Field(default="http://alert-relay:9095", description="Where Alertmanager reaches the relay.")
+    runbook_base_url: str = Field(
+        default="", description="Put in front of each rule's runbook_url (docs/runbooks.md#...) in notifications."
+    )
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+    # E-mail (Alertmanager's own SMTP client).
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str | None = None
+    smtp_smarthost: str | None = Field(default=None, description="host:port of the SMTP server.")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_require_tls: bool = True
+    # A Telegram admin chat (Alertmanager's own telegram_configs).
+    telegram_bot_token: SecretStr | None = None
+    telegram_chat_id: int | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    # A Feishu group custom bot with signature verification (through the relay).
+    feishu_webhook_url: SecretStr | None = Field(
+        default=None, description="https://open.feishu.cn/open-apis/bot/v2/hook/..."
+    )
+    feishu_secret: SecretStr | None = None
+    # An HTTP SMS gateway (through the relay): POST {"to": [...], "text": "..."} with a bearer token.
+    sms_gateway_url: str | None = None
+    sms_token: SecretStr | None = None
+    sms_to: list[str] = Field(default_factory=list)
+    # Which severities reach each channel.
+    sms_severities: list[str] = Field(default_factory=lambda: ["critical"])
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AIBOT_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -219,6 +254,7 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -71,6 +71,9 @@ CONSUMER_GROUP_NO_CONSUMER = Gauge(
 LAG_LAST_REFRESH = Gauge(
     "aibot_lag_last_refresh_timestamp_seconds", "When the lag exporter last read the broker successfully"
 )
+# 1 while the lag exporter's last read of the broker worked, 0 after a failed one: the "broker down"
+# alert that inhibits the stage-down alerts it causes.
+KAFKA_UP = Gauge("aibot_kafka_up", "1 when the lag exporter's last read of the broker succeeded")
 
 METRIC_NAMES = {
     m._name  # type: ignore[attr-defined]
@@ -96,6 +99,7 @@ METRIC_NAMES = {
         CONSUMER_GROUP_MEMBERS,
         CONSUMER_GROUP_NO_CONSUMER,
         LAG_LAST_REFRESH,
+        KAFKA_UP,
     )
 }
 
