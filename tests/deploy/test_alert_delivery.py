@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from aibot_cli.alerts import alert_text
 from tests.storage_helpers import free_port
@@ -249,3 +250,48 @@ def test_alert_text_is_short_for_sms() -> None:
         "alerts": [{"annotations": {"summary": "x" * 500}}],
     }
     assert len(alert_text(payload, "", limit=300)) == 300
+
+
+def test_the_chart_runs_alertmanager_on_the_config_the_cli_writes(render, tmp_path: Path) -> None:
+    """The chart's Alertmanager starts from `ai-bot alerts config` (init container) over the release's
+    config file; that file's `alerting:` section, with the secrets set, gives a config amtool accepts
+    that routes to the chart's relay."""
+    from aibot_cli.alerts import render_config
+    from aibot_common.settings import Settings
+
+    rendered = render("alerting-values.yaml")
+    deployments = rendered.by_component("Deployment")
+    spec = deployments["alertmanager"]["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    assert init["command"][:3] == ["ai-bot", "alerts", "config"]
+    written = init["command"][init["command"].index("--out") + 1]
+    (alertmanager,) = spec["containers"]
+    assert f"--config.file={written}" in alertmanager["args"]
+    assert {"secretRef": {"name": "ai-bot-alerting"}} in init["envFrom"]
+    relay = deployments["alert-relay"]["spec"]["template"]["spec"]["containers"][0]
+    assert relay["command"][:3] == ["ai-bot", "alerts", "relay"]
+
+    alerting = rendered.config()["alerting"]
+    assert alerting["relay_url"] == "http://ai-bot-alert-relay:9095"
+    secrets = {
+        "smtp_password": "smtp-pass",
+        "telegram_bot_token": "123:tg-token",
+        "feishu_webhook_url": "https://open.feishu.cn/open-apis/bot/v2/hook/x",
+        "feishu_secret": "sign-secret",
+        "sms_token": "sms-token",
+    }
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(render_config(Settings(alerting={**alerting, **secrets})))
+    if shutil.which("amtool") is None:
+        pytest.skip("amtool (Debian prometheus-alertmanager) is not installed")
+    checked = subprocess.run(["amtool", "check-config", str(config)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    receivers = {r["name"]: r for r in yaml.safe_load(config.read_text())["receivers"]}
+    critical_hooks = [h["url"] for h in receivers["aibot-critical"]["webhook_configs"]]
+    assert critical_hooks == [
+        "http://ai-bot-alert-relay:9095/alerts/feishu",
+        "http://ai-bot-alert-relay:9095/alerts/sms",
+    ]
+    # SMS for critical alerts only; e-mail and Telegram for both.
+    assert [h["url"] for h in receivers["aibot-warning"]["webhook_configs"]] == critical_hooks[:1]
+    assert receivers["aibot-warning"]["telegram_configs"][0]["chat_id"] == -1001234567890

@@ -220,6 +220,7 @@ Feishu and Kafka secrets are environment variables that override the file.
   "asr" (include "ai-bot.compact" $v.config.asr | fromYaml)
   "observability" (include "ai-bot.compact" $v.config.observability | fromYaml)
   "storage" (include "ai-bot.storageConfig" . | fromYaml)
+  "alerting" (include "ai-bot.alertingConfig" . | fromYaml)
   "archive" (dict "volume_max_records" $v.archiver.volumeMaxRecords "volume_max_seconds" $v.archiver.volumeMaxSeconds) -}}
 {{- toYaml $config }}
 {{- end }}
@@ -291,5 +292,24 @@ With existingSecret the chart cannot see the secret values, so only the non-secr
 {{- with $s.endpoint }}{{ $_ := set $out "endpoint" . }}{{ end -}}
 {{- with $s.region }}{{ $_ := set $out "region" . }}{{ end -}}
 {{- end -}}
+{{- toYaml $out -}}
+{{- end }}
+
+{{/* The secrets of alert delivery: the release's Secret (for Kafka-free settings it is harmless) and alerting.existingSecret. */}}
+{{- define "ai-bot.alertingEnvFrom" -}}
+envFrom:
+  - secretRef:
+      name: {{ include "ai-bot.secretName" . }}
+  {{- with .Values.alerting.existingSecret }}
+  # AIBOT_ALERTING__SMTP_PASSWORD, __TELEGRAM_BOT_TOKEN, __FEISHU_WEBHOOK_URL, __FEISHU_SECRET, __SMS_TOKEN.
+  - secretRef:
+      name: {{ . }}
+  {{- end }}
+{{- end }}
+
+{{/* The config file's `alerting:` section: the channels without their secrets, and where the relay is. */}}
+{{- define "ai-bot.alertingConfig" -}}
+{{- $out := include "ai-bot.compact" .Values.alerting.config | fromYaml -}}
+{{- $_ := set $out "relay_url" (printf "http://%s:9095" (include "ai-bot.componentFullname" (dict "root" . "component" "alert-relay"))) -}}
 {{- toYaml $out -}}
 {{- end }}
