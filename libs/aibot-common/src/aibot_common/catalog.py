@@ -32,6 +32,9 @@ class ServiceSpec:
     public: bool = False  # serves a platform's webhook: reachable from the internet through the proxy/Ingress
     platform: str | None = None  # an ingress runs only while this platform is enabled (config `<platform>.enabled`)
     gpu: bool = False  # has the CUDA image variant (docker/Dockerfile with VARIANT=cuda) and the chart's GPU pool
+    # The Kafka consumer groups its stages run (topics.py names them; tests/unit/test_catalog.py holds
+    # the two to each other): what its lag is measured by, and what a lag-driven autoscaler watches.
+    groups: tuple[str, ...] = ()
 
     @property
     def package(self) -> str:
@@ -53,10 +56,15 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("ingress-telegram", "aibot_ingress_telegram", 8081, public=True, platform="telegram"),
     ServiceSpec("ingress-feishu", "aibot_ingress_feishu", 8082, public=True, platform="feishu"),
-    ServiceSpec("core-llm", "aibot_core_llm", 8083),
-    ServiceSpec("asr-worker", "aibot_asr_worker", 8084, gpu=True),
-    ServiceSpec("renderer", "aibot_renderer", 8085),
-    ServiceSpec("archiver", "aibot_archiver", 8086),
+    ServiceSpec("core-llm", "aibot_core_llm", 8083, groups=("aibot-core-llm",)),
+    ServiceSpec("asr-worker", "aibot_asr_worker", 8084, gpu=True, groups=("aibot-asr-worker",)),
+    ServiceSpec(
+        "renderer",
+        "aibot_renderer",
+        8085,
+        groups=("aibot-response-processor", "aibot-renderer-telegram", "aibot-renderer-feishu"),
+    ),
+    ServiceSpec("archiver", "aibot_archiver", 8086, groups=("aibot-archiver",)),
 )
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
@@ -79,11 +87,16 @@ def chart_fragment() -> str:
         "# webhook); public: serves a webhook (Ingress, NetworkPolicy); platform: runs only while",
         "# config.<platform>.enabled; gpu: has the CUDA image and the GPU pool settings.",
     ]
+    lines.append("# lag: the (topic, group) pairs its consumer groups read, which a KEDA ScaledObject scales on.")
+    # Imported here: the HEALTHCHECK imports this module and must stay light; the chart command is rare.
+    from aibot_common.topics import CONSUMPTION
+
     for s in SERVICES:
         platform = s.platform or '""'
+        lag = ", ".join(f"{{topic: {t}, group: {g}}}" for t, g in CONSUMPTION if g in s.groups)
         lines.append(
             f"- {{name: {s.name}, key: {s.values_key}, port: {s.port}, module: {s.module}, "
-            f"public: {str(s.public).lower()}, platform: {platform}, gpu: {str(s.gpu).lower()}}}"
+            f"public: {str(s.public).lower()}, platform: {platform}, gpu: {str(s.gpu).lower()}, lag: [{lag}]}}"
         )
     return "\n".join(lines) + "\n"
 
