@@ -23,8 +23,10 @@ from aibot_common.topics import (
     GROUP_CORE,
     GROUP_RESPONSE_PROCESSOR,
     GROUP_SENDER,
+    GROUP_USAGE,
     RENDERER_DELIVERED,
     TELEGRAM_POLLER_LEASE,
+    USAGE_DAILY_USERS,
     Topic,
     consumed_by,
     route,
@@ -50,6 +52,7 @@ GROUP_OF_SERVICE = {
     GROUP_RESPONSE_PROCESSOR: "renderer",
     **{group: "renderer" for group in GROUP_SENDER.values()},
     GROUP_ARCHIVER: "archiver",
+    GROUP_USAGE: "archiver",
 }
 
 
@@ -94,8 +97,8 @@ async def _emitted_by_service() -> dict[str, set[str]]:
         "core-llm": _routed(core_llm) | {TABLES["core-llm"].name},
         "asr-worker": _routed(asr_worker),
         "renderer": _routed(renderer) | {TABLES["renderer"].name},
-        # A sink: it writes volumes to the storage backend and produces to no topic.
-        "archiver": set(),
+        # Volumes go to the storage backend; the one topic it writes is the daily-users aggregation.
+        "archiver": {USAGE_DAILY_USERS.name},
     }
 
 
@@ -120,7 +123,9 @@ def test_the_consumers_listed_are_the_services_whose_stages_read_there(service: 
 
 def test_the_archiver_reads_every_user_message_and_answer() -> None:
     read = {topic for group, owner in GROUP_OF_SERVICE.items() if owner == "archiver" for topic in consumed_by(group)}
-    assert _listed("consumers", "archiver") == read == {"aibot.inbound.v1", "aibot.replies.v1"}
+    assert read == {"aibot.inbound.v1", "aibot.replies.v1"}
+    # ...and its usage view rebuilds its partitions of the daily-users topic (no committed group).
+    assert _listed("consumers", "archiver") == read | {USAGE_DAILY_USERS.name}
 
 
 def test_every_consumed_topic_has_a_group_and_every_group_a_service() -> None:

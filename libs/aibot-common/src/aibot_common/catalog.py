@@ -64,7 +64,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
         8085,
         groups=("aibot-response-processor", "aibot-renderer-telegram", "aibot-renderer-feishu"),
     ),
-    ServiceSpec("archiver", "aibot_archiver", 8086, groups=("aibot-archiver",)),
+    ServiceSpec("archiver", "aibot_archiver", 8086, groups=("aibot-archiver", "aibot-usage")),
 )
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)

@@ -200,6 +200,8 @@ class ArchiveSettings(_Section):
     volume_max_records: int = Field(default=5000, ge=1, description="A volume is written at this many records...")
     volume_max_seconds: float = Field(default=60.0, gt=0, description="...or once its oldest record is this old.")
     sweep_interval_s: float = Field(default=3600.0, gt=0, description="How often old days are deleted.")
+    # The key of the user digests in the daily-active-users topic (usage.py): the same in every replica.
+    usage_salt: SecretStr = Field(default=SecretStr("aibot-usage-v1"), description="Key of the user digests.")
 
 
 class AlertingSettings(_Section):

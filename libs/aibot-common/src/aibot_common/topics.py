@@ -90,6 +90,16 @@ TELEGRAM_POLLER_LEASE = Topic(
     consumers=("ingress-telegram",),
 )
 
+USAGE_DAILY_USERS = Topic(
+    name="aibot.usage.daily-users.v1",
+    description="One record per user and UTC day (`<day>|<platform>|<user digest>`): the cluster-wide "
+    "daily active users, counted by key (usage.py). Compacted per key, deleted after 8 days.",
+    producers=("archiver",),
+    consumers=("archiver",),
+    compacted=True,
+    config={"cleanup.policy": "compact,delete", "retention.ms": str(8 * 24 * 3600 * 1000)},
+)
+
 OUTBOUND_BY_PLATFORM: dict[Platform, Topic] = {
     Platform.TELEGRAM: OUTBOUND_TELEGRAM,
     Platform.FEISHU: OUTBOUND_FEISHU,
@@ -105,6 +115,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     CORE_CONVERSATIONS,
     RENDERER_DELIVERED,
     TELEGRAM_POLLER_LEASE,
+    USAGE_DAILY_USERS,
 )
 
 # Topics whose partition count must be one, whatever the configured default.
@@ -118,6 +129,10 @@ GROUP_ASR = "aibot-asr-worker"
 GROUP_TELEGRAM_POLLER = "aibot-telegram-poller"
 # The archiver reads every user message and answer in a group of its own, so it never slows the pipeline.
 GROUP_ARCHIVER = "aibot-archiver"
+# Daily active users: the writer reads inbound; the view rebuilds its partitions of the usage topic
+# from their beginning and commits nothing, so it is not in CONSUMPTION (its "lag" means nothing).
+GROUP_USAGE = "aibot-usage"
+GROUP_USAGE_VIEW = "aibot-usage-view"
 
 # Which group consumes which topic: the lag view and the alerts iterate this.
 CONSUMPTION: tuple[tuple[str, str], ...] = (
@@ -128,6 +143,7 @@ CONSUMPTION: tuple[tuple[str, str], ...] = (
     (ASR_REQUESTS.name, GROUP_ASR),
     (INBOUND.name, GROUP_ARCHIVER),
     (REPLIES.name, GROUP_ARCHIVER),
+    (INBOUND.name, GROUP_USAGE),
 )
 
 

@@ -1,4 +1,7 @@
-"""archiver: its own consumer group on the inbound and replies topics (so it scales like the other
+"""archiver: the archive and the cluster-wide usage count, the two stages that read every user
+message in groups of their own.
+
+The archive: its own consumer group on the inbound and replies topics (so it scales like the other
 stages and never holds them back), batches records into volumes, writes them to the storage
 backend, and commits only after each volume is durably written. It also applies the storage tiers'
 retention (deletes days older than `storage.retention_days`)."""
@@ -10,6 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
 from aibot_archiver.handler import write_batch
@@ -20,7 +24,8 @@ from aibot_common.service import background, create_service_app, kafka_producer
 from aibot_common.settings import Settings
 from aibot_common.stages import ServiceStatus
 from aibot_common.storage import Storage
-from aibot_common.topics import GROUP_ARCHIVER, consumed_by
+from aibot_common.topics import GROUP_ARCHIVER, GROUP_USAGE, GROUP_USAGE_VIEW, USAGE_DAILY_USERS, consumed_by
+from aibot_common.usage import DailyUsersView, write_usage
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +79,60 @@ async def archiving(
         await consumer.stop()
 
 
+@asynccontextmanager
+async def counting_users(
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    inbound: Sequence[str] | None = None,
+    usage_topic: str = USAGE_DAILY_USERS.name,
+    group_id: str = GROUP_USAGE,
+    view_group_id: str = GROUP_USAGE_VIEW,
+) -> AsyncIterator[tuple[BatchRunner, DailyUsersView]]:
+    """The daily-active-users aggregation (usage.py): the writer stage and this replica's view."""
+    salt = settings.archive.usage_salt.get_secret_value().encode()
+
+    async def flush(batch: Sequence[Consumed]) -> None:
+        await write_usage(batch, producer, usage_topic, salt)
+
+    consumer = make_consumer(settings.kafka, group_id, "aibot-usage")
+    # Small batches, written at once: the figure should move within seconds of a message.
+    writer = BatchRunner(
+        stage="usage",
+        consumer=consumer,
+        topics=list(inbound) if inbound is not None else consumed_by(GROUP_USAGE),
+        group_id=group_id,
+        flush=flush,
+        max_records=500,
+        max_seconds=1.0,
+    )
+    view_consumer = make_consumer(settings.kafka, view_group_id, "aibot-usage-view")
+    view = DailyUsersView(view_consumer, usage_topic)
+    await consumer.start()
+    await view_consumer.start()
+    try:
+        async with background(writer.run(), view.run(), name="usage"):
+            yield writer, view
+            await writer.shutdown()
+    finally:
+        await view_consumer.stop()
+        await consumer.stop()
+
+
 def create_app(settings: Settings) -> FastAPI:
     Storage(settings.storage)  # fail fast (exit 2) on a storage section that cannot work
     status = ServiceStatus()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with kafka_producer(settings, "aibot-archiver") as (_producer, health), archiving(settings) as runner:
+        async with (
+            kafka_producer(settings, "aibot-archiver") as (producer, health),
+            archiving(settings) as runner,
+            counting_users(settings, producer) as (writer, view),
+        ):
+            view.export()
             status.health = health
-            # The runner is not a StageRunner, but it has the `running` flag /readyz reads.
-            status.runners = [runner]  # type: ignore[list-item]
+            # Not StageRunners, but each has the `running` flag /readyz reads.
+            status.runners = [runner, writer, view]  # type: ignore[list-item]
             yield
 
     return create_service_app("archiver", lifespan, status.ready)
