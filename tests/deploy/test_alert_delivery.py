@@ -1,7 +1,8 @@
 """Alerts reach a person: the real Alertmanager (Debian's prometheus-alertmanager), started with the
 configuration `ai-bot alerts config` writes (what compose and the chart run it with), delivers a
-firing alert by e-mail to an SMTP server on loopback (aiosmtpd) and, through `ai-bot alerts relay`,
-to a fake Feishu group custom bot that checks the signature the way Feishu does. The broker-down
+firing alert by e-mail to an SMTP server on loopback (aiosmtpd), to a fake Telegram Bot API (the
+admin chat) and, through `ai-bot alerts relay`, to a fake Feishu group custom bot that checks the
+signature the way Feishu does and to a fake SMS gateway. The broker-down
 alert holds back the stage-down alerts it causes."""
 
 from __future__ import annotations
@@ -83,6 +84,48 @@ class FakeFeishuBot:
         self.server.server_close()
 
 
+class Recorder:
+    """A fake HTTP API that records every POST (path, headers, JSON body): the Telegram Bot API for
+    Alertmanager's telegram_configs, and an SMS gateway for the relay."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:
+                    from urllib.parse import parse_qsl
+
+                    body = dict(parse_qsl(raw.decode()))
+                recorder.posts.append((self.path, dict(self.headers), body))
+                message = {
+                    "message_id": len(recorder.posts),
+                    "date": int(time.time()),
+                    "chat": {"id": 0, "type": "group"},
+                }
+                data = json.dumps({"ok": True, "result": message}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Mailbox:
     def __init__(self) -> None:
         from aiosmtpd.controller import Controller
@@ -139,6 +182,7 @@ def test_a_firing_alert_reaches_email_and_the_signed_feishu_bot(
 ) -> None:
     binary = _alertmanager()
     mailbox, bot = channels
+    telegram, sms = Recorder(), Recorder()
     relay_port, am_port = free_port(), free_port()
     env = {
         **os.environ,
@@ -152,6 +196,12 @@ def test_a_firing_alert_reaches_email_and_the_signed_feishu_bot(
         "AIBOT_ALERTING__SMTP_REQUIRE_TLS": "false",
         "AIBOT_ALERTING__FEISHU_WEBHOOK_URL": bot.url,
         "AIBOT_ALERTING__FEISHU_SECRET": FEISHU_SECRET,
+        "AIBOT_ALERTING__TELEGRAM_BOT_TOKEN": "123456:alert-bot-token",
+        "AIBOT_ALERTING__TELEGRAM_CHAT_ID": "-1001234567890",
+        "AIBOT_ALERTING__TELEGRAM_API_URL": telegram.url,
+        "AIBOT_ALERTING__SMS_GATEWAY_URL": f"{sms.url}/v1/send",
+        "AIBOT_ALERTING__SMS_TOKEN": "sms-gateway-token",
+        "AIBOT_ALERTING__SMS_TO": '["+8613800000000"]',
         "AIBOT_OBSERVABILITY__LOG_FORMAT": "text",
     }
     config = tmp_path / "alertmanager.yml"
@@ -205,6 +255,15 @@ def test_a_firing_alert_reaches_email_and_the_signed_feishu_bot(
         assert "No consumer is running in aibot-core-llm" in text
         assert "Runbook: https://git.example.com/ai-bot/blob/main/docs/runbooks.md#aibotstagenoconsumer" in text
         assert bot.rejected == []
+        # The Telegram admin chat, by Alertmanager's own integration, and the SMS (critical only).
+        assert _wait(lambda: telegram.posts and sms.posts, 30), (telegram.posts, sms.posts, log.read_text()[-2000:])
+        path, _, sent = telegram.posts[0]
+        assert path == "/bot123456:alert-bot-token/sendMessage"
+        assert str(sent["chat_id"]) == "-1001234567890" and "AibotStageNoConsumer" in sent["text"]
+        path, headers, text = sms.posts[0]
+        assert path == "/v1/send" and headers["Authorization"] == "Bearer sms-gateway-token"
+        assert text["to"] == ["+8613800000000"]
+        assert text["text"].startswith("[FIRING:1] AibotStageNoConsumer (critical)")
 
         # The broker is down too, in another release's namespace and in this one: the stage-down
         # alert of this namespace is held back (inhibited), the other namespace's is not touched.
@@ -225,6 +284,8 @@ def test_a_firing_alert_reaches_email_and_the_signed_feishu_bot(
         for process in (alertmanager, relay):
             process.terminate()
             process.wait(15)
+        telegram.close()
+        sms.close()
 
 
 def test_the_relay_refuses_what_feishu_refuses(channels: tuple[Mailbox, FakeFeishuBot]) -> None:
