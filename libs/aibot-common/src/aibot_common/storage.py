@@ -37,7 +37,11 @@ class StoredObject:
 
 
 class Storage:
-    """Put, get, list and delete whole objects; keys are `/`-separated paths."""
+    """Put, get, list and delete whole objects; keys are `/`-separated paths.
+
+    obstore's blocking calls run in a worker thread rather than its `*_async` ones: with those, a
+    process aborts at exit (SIGABRT, about one run in five here) when obstore's runtime is torn down
+    after asyncio's loop, which turned `ai-bot archive ls` and a stopping archiver into failures."""
 
     def __init__(self, settings: StorageSettings) -> None:
         self.settings = settings
@@ -79,32 +83,34 @@ class Storage:
     async def put(self, key: str, data: bytes) -> None:
         """Write the whole object; when this returns the object is durable (S3 answers 200 only once it
         has stored it; a local file is flushed to disk, its folder too), so a caller may commit after it."""
-        await obstore.put_async(self._store, key, data)
+        await asyncio.to_thread(obstore.put, self._store, key, data)
         if self._local_root is not None:
             await asyncio.to_thread(_fsync_path, self._local_root / key, self._local_root)
 
     async def get(self, key: str) -> bytes:
-        result = await obstore.get_async(self._store, key)
-        return bytes(await result.bytes_async())
+        return await asyncio.to_thread(lambda: bytes(obstore.get(self._store, key).bytes()))
 
     async def list(self, prefix: str = "") -> list[StoredObject]:
         """Every object under `prefix`, sorted by key."""
-        found: list[StoredObject] = []
-        stream = obstore.list(self._store, prefix or None, chunk_size=1000)
-        async for chunk in stream:
-            for meta in chunk:
-                found.append(StoredObject(key=meta["path"], size=meta["size"], modified=meta["last_modified"]))
-        return sorted(found, key=lambda o: o.key)
+
+        def listing() -> list[StoredObject]:
+            found = []
+            for chunk in obstore.list(self._store, prefix or None, chunk_size=1000):
+                for meta in chunk:
+                    found.append(StoredObject(key=meta["path"], size=meta["size"], modified=meta["last_modified"]))
+            return found
+
+        return sorted(await asyncio.to_thread(listing), key=lambda o: o.key)
 
     async def delete(self, keys: Iterable[str]) -> int:
         batch = list(keys)
         if batch:
-            await obstore.delete_async(self._store, batch)
+            await asyncio.to_thread(obstore.delete, self._store, batch)
         return len(batch)
 
     async def partition_dates(self, tier: str) -> list[date]:
         """The days that have a `<tier>/date=YYYY-MM-DD/` folder."""
-        listing = await obstore.list_with_delimiter_async(self._store, f"{tier}/")
+        listing = await asyncio.to_thread(obstore.list_with_delimiter, self._store, f"{tier}/")
         days = []
         for prefix in listing["common_prefixes"]:
             match = _DATE_DIR.search(prefix.rstrip("/"))
