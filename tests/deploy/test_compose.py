@@ -68,7 +68,12 @@ def test_kafka_is_apache_kafka_in_kraft_mode_with_a_healthcheck() -> None:
 
 # The containers built from docker/Dockerfile that are not services of the catalog: CLI commands
 # run from the core-llm image (which, like every image, carries the ai-bot CLI).
-CLI_CONTAINERS = {"topics": "core-llm", "lag-exporter": "core-llm"}
+CLI_CONTAINERS = {
+    "topics": "core-llm",
+    "lag-exporter": "core-llm",
+    "alertmanager-config": "core-llm",
+    "alert-relay": "core-llm",
+}
 
 
 def test_the_compose_services_are_the_catalog() -> None:
@@ -125,7 +130,7 @@ def test_webhooks_are_published_on_one_port_through_the_proxy() -> None:
     # Exactly the public services of the catalog, at their ports.
     assert set(routes.values()) == {f"{s.name}:{s.port}" for s in catalog.SERVICES if s.public}
     # Monitoring, when enabled, listens on loopback only.
-    for name in ("prometheus", "grafana"):
+    for name in ("prometheus", "grafana", "alertmanager"):
         assert COMPOSE["services"][name]["profiles"] == ["monitoring"]
         assert all(p.startswith("127.0.0.1:") for p in COMPOSE["services"][name]["ports"])
 
@@ -190,3 +195,20 @@ def test_the_example_placeholders_are_refused(monkeypatch: pytest.MonkeyPatch) -
     """Copying .env.example without filling it in must not start a bot with placeholder secrets."""
     with pytest.raises(ConfigError, match="placeholder"):
         _load_compose_config(monkeypatch, {k: v for k, v in env_example().items() if v})
+
+
+def test_alertmanager_reads_the_config_the_cli_writes_and_prometheus_sends_to_it() -> None:
+    """One generator of Alertmanager's config (`ai-bot alerts config`, tested against the real
+    Alertmanager in test_alert_delivery.py), written into the volume Alertmanager starts from."""
+    services = COMPOSE["services"]
+    writer = services["alertmanager-config"]
+    assert writer["entrypoint"][:3] == ["ai-bot", "alerts", "config"]
+    out = writer["entrypoint"][writer["entrypoint"].index("--out") + 1]
+    volume = next(v.split(":")[0] for v in writer["volumes"] if v.split(":")[1] == str(Path(out).parent))
+    alertmanager = services["alertmanager"]
+    mount = next(v for v in alertmanager["volumes"] if v.startswith(f"{volume}:"))
+    assert f"--config.file={mount.split(':')[1]}/{Path(out).name}" in alertmanager["command"]
+    assert alertmanager["depends_on"] == {"alertmanager-config": {"condition": "service_completed_successfully"}}
+    assert services["alert-relay"]["entrypoint"][:3] == ["ai-bot", "alerts", "relay"]
+    prometheus = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+    assert prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["alertmanager:9093"]

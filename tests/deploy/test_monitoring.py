@@ -160,12 +160,18 @@ def test_rules_have_the_agreed_alerts() -> None:
         "AibotConsumerLagGrowing",
         "AibotStageNoConsumer",
     }
-    operate = (REPO / "docs" / "operate.md").read_text()
+    runbooks = (REPO / "docs" / "runbooks.md").read_text()
+    # GitHub's anchors: the heading lower-cased, so `## AibotHighCPU` is #aibothighcpu.
+    anchors = {line[3:].strip().lower() for line in runbooks.splitlines() if line.startswith("## ")}
     for group in RULES["groups"]:
         for rule in group["rules"]:
             assert rule["labels"]["severity"] in ("warning", "critical")
             assert rule["annotations"]["summary"] and rule["annotations"]["description"]
-            assert rule["alert"] in operate, f"docs/operate.md does not explain {rule['alert']}"
+            # A runbook link on every rule, to its own entry in docs/runbooks.md.
+            assert rule["annotations"]["runbook_url"] == f"docs/runbooks.md#{rule['alert'].lower()}", rule["alert"]
+            assert rule["alert"].lower() in anchors, f"docs/runbooks.md has no entry for {rule['alert']}"
+    # One entry per alert, no entry for an alert that no longer exists.
+    assert anchors == {name.lower() for name in alerts}
 
 
 # ---------------------------------------------------------------- the rendered chart
@@ -319,6 +325,8 @@ KAFKA_TEST = {
         {"series": 'aibot_consumer_group_members{group="aibot-renderer-feishu"}', "values": "0x40"},
         # The exporter reads every minute until minute 20, then stops.
         {"series": "aibot_lag_last_refresh_timestamp_seconds", "values": "0+60x20 1200x20"},
+        # ...because the brokers stopped answering it at minute 20.
+        {"series": "aibot_kafka_up", "values": "1x20 0x20"},
     ],
     "alert_rule_test": [
         _case("5m", "AibotConsumerLagGrowing"),
@@ -331,6 +339,8 @@ KAFKA_TEST = {
         _case("30m", "AibotStageNoConsumer", _alert(severity="critical", group="aibot-core-llm")),
         _case("15m", "AibotLagFiguresStale"),
         _case("35m", "AibotLagFiguresStale", _alert(severity="warning")),
+        _case("21m", "AibotKafkaUnreachable"),
+        _case("25m", "AibotKafkaUnreachable", _alert(severity="critical")),
     ],
 }
 

@@ -137,3 +137,16 @@ def test_probe_uses_the_catalog_port_when_none_is_configured(monkeypatch: pytest
     assert entrypoint.main(["healthz"]) == 1
     assert asked == ["http://127.0.0.1:8084/healthz"]
     assert entrypoint.main(["metrics"]) == 2
+
+
+def test_the_catalogs_consumer_groups_are_the_topic_registrys() -> None:
+    """Every group of topics.CONSUMPTION belongs to exactly one service of the table, so the chart's
+    lag-driven autoscaler (KEDA) watches every group of a service and no other service's."""
+    from aibot_common.topics import CONSUMPTION
+
+    owners: dict[str, list[str]] = {}
+    for spec in catalog.SERVICES:
+        for group in spec.groups:
+            owners.setdefault(group, []).append(spec.name)
+    assert {group for _, group in CONSUMPTION} == set(owners)
+    assert all(len(names) == 1 for names in owners.values()), owners

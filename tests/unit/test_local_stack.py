@@ -51,7 +51,12 @@ def test_no_model_and_no_fakes_asks_for_a_model(tmp_path: Path, without_fakes: N
 
 def test_the_catalog_decides_what_runs(tmp_path: Path) -> None:
     plain = stack(tmp_path)
-    assert [s.name for s in catalog.SERVICES if plain._runs(s)] == ["ingress-telegram", "core-llm", "renderer"]
+    assert [s.name for s in catalog.SERVICES if plain._runs(s)] == [
+        "ingress-telegram",
+        "core-llm",
+        "renderer",
+        "archiver",
+    ]
     everything = stack(tmp_path, feishu={"enabled": True, "app_id": "cli_a"})
     everything.with_voice = True
     assert [s.name for s in catalog.SERVICES if everything._runs(s)] == list(catalog.NAMES)

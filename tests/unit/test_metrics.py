@@ -3,8 +3,6 @@ lag figures' arithmetic and export."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
@@ -24,50 +22,6 @@ def test_no_aibot_metric_is_registered_outside_telemetry() -> None:
 
     names = {m.name for m in REGISTRY.collect() if m.name.startswith("aibot_")}
     assert names <= telemetry.METRIC_NAMES
-
-
-def _active(platform: str) -> float:
-    value = REGISTRY.get_sample_value("aibot_active_users", {"platform": platform})
-    assert value is not None
-    return value
-
-
-class _Clock:
-    """Stands in for telemetry's datetime so a test can move to the next UTC day."""
-
-    now_value = datetime(2030, 1, 1, 23, 59, tzinfo=UTC)
-
-    @classmethod
-    def now(cls, tz: object = None) -> datetime:
-        return cls.now_value
-
-
-def test_active_users_counts_distinct_users_per_platform_and_resets_at_utc_midnight(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(telemetry, "datetime", _Clock)
-    for user in (1, 2, 2, "2", 3):
-        telemetry.record_user("unit-a", user)
-    telemetry.record_user("unit-b", 1)
-    telemetry.record_user("unit-b", None)  # an update without a user is nobody
-    telemetry.record_user("unit-b", "")
-    assert _active("unit-a") == 3 and _active("unit-b") == 1
-    monkeypatch.setattr(_Clock, "now_value", datetime(2030, 1, 2, 0, 1, tzinfo=UTC))
-    # A scrape after midnight reads 0 even though nobody has written since.
-    assert _active("unit-a") == 0 and _active("unit-b") == 0
-    telemetry.record_user("unit-a", 1)
-    assert _active("unit-a") == 1
-
-
-def test_active_users_keeps_no_user_id(monkeypatch: pytest.MonkeyPatch) -> None:
-    users = telemetry._DailyUsers()
-    users.add("unit-c", 987654321)
-    kept = users._seen["unit-c"]
-    assert 987654321 not in kept and len(kept) == 1
-    # The hashes are keyed per process: another replica (another key) cannot match them to ids.
-    other = telemetry._DailyUsers()
-    other.add("unit-c", 987654321)
-    assert other._seen["unit-c"] != kept
 
 
 @pytest.mark.parametrize(

@@ -20,12 +20,15 @@ from aibot_common.topics import (
     CONSUMPTION,
     CORE_CONVERSATIONS,
     DEAD_LETTERS,
+    GROUP_ARCHIVER,
     GROUP_ASR,
     GROUP_CORE,
     GROUP_RESPONSE_PROCESSOR,
     GROUP_SENDER,
+    GROUP_USAGE,
     RENDERER_DELIVERED,
     TELEGRAM_POLLER_LEASE,
+    USAGE_DAILY_USERS,
     Topic,
     consumed_by,
     route,
@@ -53,6 +56,8 @@ GROUP_OF_SERVICE = {
     GROUP_ASR: "asr-worker",
     GROUP_RESPONSE_PROCESSOR: "renderer",
     **{group: "renderer" for group in GROUP_SENDER.values()},
+    GROUP_ARCHIVER: "archiver",
+    GROUP_USAGE: "archiver",
 }
 
 
@@ -97,6 +102,8 @@ async def _emitted_by_service() -> dict[str, set[str]]:
         "core-llm": _routed(core_llm) | {TABLES["core-llm"].name} | VIEWS["core-llm"],
         "asr-worker": _routed(asr_worker),
         "renderer": _routed(renderer) | {TABLES["renderer"].name},
+        # Volumes go to the storage backend; the one topic it writes is the daily-users aggregation.
+        "archiver": {USAGE_DAILY_USERS.name},
     }
 
 
@@ -118,6 +125,13 @@ def test_the_consumers_listed_are_the_services_whose_stages_read_there(service: 
     read |= {TABLES[service].name} if service in TABLES else set()  # restored on partition assignment
     read |= VIEWS.get(service, set())
     assert _listed("consumers", service) == read
+
+
+def test_the_archiver_reads_every_user_message_and_answer() -> None:
+    read = {topic for group, owner in GROUP_OF_SERVICE.items() if owner == "archiver" for topic in consumed_by(group)}
+    assert read == {"aibot.inbound.v1", "aibot.replies.v1"}
+    # ...and its usage view rebuilds its partitions of the daily-users topic (no committed group).
+    assert _listed("consumers", "archiver") == read | {USAGE_DAILY_USERS.name}
 
 
 def test_every_consumed_topic_has_a_group_and_every_group_a_service() -> None:

@@ -219,7 +219,10 @@ Feishu and Kafka secrets are environment variables that override the file.
   "renderer" (include "ai-bot.compact" $v.config.renderer | fromYaml)
   "asr" (include "ai-bot.compact" $v.config.asr | fromYaml)
   "observability" (include "ai-bot.compact" $v.config.observability | fromYaml)
-  "security" (include "ai-bot.compact" $v.config.security | fromYaml) -}}
+  "security" (include "ai-bot.compact" $v.config.security | fromYaml)
+  "storage" (include "ai-bot.storageConfig" . | fromYaml)
+  "alerting" (include "ai-bot.alertingConfig" . | fromYaml)
+  "archive" (dict "volume_max_records" $v.archiver.volumeMaxRecords "volume_max_seconds" $v.archiver.volumeMaxSeconds) -}}
 {{- if $v.config.access }}{{ $_ := set $config "access" $v.config.access }}{{ end -}}
 {{- toYaml $config }}
 {{- end }}
@@ -279,4 +282,45 @@ With existingSecret the chart cannot see the secret values, so only the non-secr
 {{- if and $v.gateway.enabled (not $v.gateway.existingGateway) (not $v.gateway.className) -}}
 {{- fail "gateway: set gateway.className (your controller's GatewayClass) or gateway.existingGateway" -}}
 {{- end -}}
+{{- end }}
+
+{{/* The claim of the local storage backend: the operator's, or the one storage.yaml creates. */}}
+{{- define "ai-bot.storageClaim" -}}
+{{- .Values.storage.existingClaim | default (printf "%s-storage" (include "ai-bot.fullname" .)) -}}
+{{- end }}
+
+{{/* The config file's `storage:` section (snake_case); credentials come from storage.credentialsSecret. */}}
+{{- define "ai-bot.storageConfig" -}}
+{{- $s := .Values.storage -}}
+{{- $out := dict "backend" $s.backend "retention_days" $s.retentionDays -}}
+{{- if eq $s.backend "local" -}}
+{{- $_ := set $out "path" $s.path -}}
+{{- else -}}
+{{- if not $s.bucket }}{{ fail "storage: the s3 backend needs storage.bucket" }}{{ end -}}
+{{- $_ := set $out "bucket" $s.bucket -}}
+{{- $_ := set $out "virtual_hosted_style" $s.virtualHostedStyle -}}
+{{- with $s.prefix }}{{ $_ := set $out "prefix" . }}{{ end -}}
+{{- with $s.endpoint }}{{ $_ := set $out "endpoint" . }}{{ end -}}
+{{- with $s.region }}{{ $_ := set $out "region" . }}{{ end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end }}
+
+{{/* The secrets of alert delivery: the release's Secret (for Kafka-free settings it is harmless) and alerting.existingSecret. */}}
+{{- define "ai-bot.alertingEnvFrom" -}}
+envFrom:
+  - secretRef:
+      name: {{ include "ai-bot.secretName" . }}
+  {{- with .Values.alerting.existingSecret }}
+  # AIBOT_ALERTING__SMTP_PASSWORD, __TELEGRAM_BOT_TOKEN, __FEISHU_WEBHOOK_URL, __FEISHU_SECRET, __SMS_TOKEN.
+  - secretRef:
+      name: {{ . }}
+  {{- end }}
+{{- end }}
+
+{{/* The config file's `alerting:` section: the channels without their secrets, and where the relay is. */}}
+{{- define "ai-bot.alertingConfig" -}}
+{{- $out := include "ai-bot.compact" .Values.alerting.config | fromYaml -}}
+{{- $_ := set $out "relay_url" (printf "http://%s:9095" (include "ai-bot.componentFullname" (dict "root" . "component" "alert-relay"))) -}}
+{{- toYaml $out -}}
 {{- end }}

@@ -25,6 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from aibot_common import telemetry
 from aibot_common.lag import GroupLag, LagReader, LagSnapshot, publish
 from aibot_common.service import background, create_service_app
 from aibot_common.settings import KafkaSettings, Settings, load_settings
@@ -146,9 +147,11 @@ async def refresh_forever(kafka: KafkaSettings, pairs: list[tuple[str, str]], st
                     started = True
                 publish(await reader.read())
                 status.last_ok = time.monotonic()
+                telemetry.KAFKA_UP.set(1)
             except (KafkaError, OSError, TimeoutError) as exc:
                 # Keep serving the last figures; aibot_lag_last_refresh_timestamp_seconds shows their age.
                 log.warning("reading lag from the broker failed, retrying: %s", exc)
+                telemetry.KAFKA_UP.set(0)
                 if started:
                     await reader.stop()
                     reader, started = LagReader(kafka, pairs, client_id="aibot-lag-exporter"), False

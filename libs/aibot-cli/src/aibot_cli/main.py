@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.set_defaults(func=cmd_dlq)
 
     admin.add_parser(sub)
+
+    from aibot_cli.archive import add_parser as add_archive
+
+    add_archive(sub)
+    from aibot_cli.alerts import add_parser as add_alerts
+
+    add_alerts(sub)
     return parser
 
 

@@ -34,6 +34,9 @@ class ServiceSpec:
     gpu: bool = False  # has the CUDA image variant (docker/Dockerfile with VARIANT=cuda) and the chart's GPU pool
     # A second HTTP port for the admin API (core-llm): never public, reachable inside the cluster only.
     admin_port: int | None = None
+    # The Kafka consumer groups its stages run (topics.py names them; tests/unit/test_catalog.py holds
+    # the two to each other): what its lag is measured by, and what a lag-driven autoscaler watches.
+    groups: tuple[str, ...] = ()
 
     @property
     def package(self) -> str:
@@ -55,9 +58,16 @@ class ServiceSpec:
 SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("ingress-telegram", "aibot_ingress_telegram", 8081, public=True, platform="telegram"),
     ServiceSpec("ingress-feishu", "aibot_ingress_feishu", 8082, public=True, platform="feishu"),
-    ServiceSpec("core-llm", "aibot_core_llm", 8083, admin_port=8086),
-    ServiceSpec("asr-worker", "aibot_asr_worker", 8084, gpu=True),
-    ServiceSpec("renderer", "aibot_renderer", 8085),
+    ServiceSpec("core-llm", "aibot_core_llm", 8083, admin_port=8086, groups=("aibot-core-llm",)),
+    ServiceSpec("asr-worker", "aibot_asr_worker", 8084, gpu=True, groups=("aibot-asr-worker",)),
+    ServiceSpec(
+        "renderer",
+        "aibot_renderer",
+        8085,
+        groups=("aibot-response-processor", "aibot-renderer-telegram", "aibot-renderer-feishu"),
+    ),
+    # 8087: 8086 is core-llm's admin port.
+    ServiceSpec("archiver", "aibot_archiver", 8087, groups=("aibot-archiver", "aibot-usage")),
 )
 
 NAMES: tuple[str, ...] = tuple(s.name for s in SERVICES)
@@ -81,12 +91,17 @@ def chart_fragment() -> str:
         "# config.<platform>.enabled; gpu: has the CUDA image and the GPU pool settings; adminPort: the",
         "# admin API's port (0: none), a ClusterIP port never routed by the webhook Ingress.",
     ]
+    lines.append("# lag: the (topic, group) pairs its consumer groups read, which a KEDA ScaledObject scales on.")
+    # Imported here: the HEALTHCHECK imports this module and must stay light; the chart command is rare.
+    from aibot_common.topics import CONSUMPTION
+
     for s in SERVICES:
         platform = s.platform or '""'
+        lag = ", ".join(f"{{topic: {t}, group: {g}}}" for t, g in CONSUMPTION if g in s.groups)
         lines.append(
             f"- {{name: {s.name}, key: {s.values_key}, port: {s.port}, module: {s.module}, "
             f"public: {str(s.public).lower()}, platform: {platform}, gpu: {str(s.gpu).lower()}, "
-            f"adminPort: {s.admin_port or 0}}}"
+            f"adminPort: {s.admin_port or 0}, lag: [{lag}]}}"
         )
     return "\n".join(lines) + "\n"
 

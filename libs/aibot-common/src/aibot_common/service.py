@@ -331,6 +331,7 @@ def prepare(service: str) -> Settings:
         settings.feishu.verification_token,
         settings.feishu.encrypt_key,
         settings.kafka.sasl_password,
+        settings.storage.secret_access_key,
         *(m.api_key for m in settings.models),
     ):
         if secret is not None:

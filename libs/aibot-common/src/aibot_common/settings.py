@@ -405,6 +405,81 @@ def _secret(value: SecretStr | None) -> bool:
     return value is not None and bool(value.get_secret_value().strip())
 
 
+class StorageSettings(_Section):
+    """Where archives and old log days go: a local directory or an S3-compatible bucket (storage.py)."""
+
+    backend: Literal["local", "s3"] = "local"
+    path: str = Field(default="var/storage", description="local: the folder (a PersistentVolume in Kubernetes).")
+    bucket: str | None = Field(default=None, description="s3: the bucket.")
+    prefix: str = Field(default="", description="s3: a key prefix inside the bucket, e.g. ai-bot/prod.")
+    endpoint: str | None = Field(
+        default=None,
+        description="s3: the endpoint for MinIO, OSS (https://oss-cn-hangzhou.aliyuncs.com), COS "
+        "(https://cos.ap-guangzhou.myqcloud.com); unset for AWS.",
+    )
+    region: str | None = None
+    # Secrets from the environment (AIBOT_STORAGE__ACCESS_KEY_ID, or AWS_ACCESS_KEY_ID which obstore
+    # reads itself), never from the file.
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    virtual_hosted_style: bool = Field(default=False, description="OSS and COS need bucket.endpoint URLs.")
+    # Days each tier keeps its date= folders; a tier left out is kept forever.
+    retention_days: dict[str, int] = Field(default_factory=lambda: {"archive": 365, "logs": 90, "errors": 180})
+
+    @field_validator("retention_days")
+    @classmethod
+    def _positive_days(cls, value: dict[str, int]) -> dict[str, int]:
+        for tier, days in value.items():
+            if days < 1:
+                raise ValueError(f"storage.retention_days.{tier} must be at least 1 day")
+        return value
+
+
+class ArchiveSettings(_Section):
+    """The archiver: every user message and answer, masked, in date-partitioned gzip JSONL volumes."""
+
+    volume_max_records: int = Field(default=5000, ge=1, description="A volume is written at this many records...")
+    volume_max_seconds: float = Field(default=60.0, gt=0, description="...or once its oldest record is this old.")
+    sweep_interval_s: float = Field(default=3600.0, gt=0, description="How often old days are deleted.")
+    # The key of the user digests in the daily-active-users topic (usage.py): the same in every replica.
+    usage_salt: SecretStr = Field(default=SecretStr("aibot-usage-v1"), description="Key of the user digests.")
+
+
+class AlertingSettings(_Section):
+    """Where alerts go (`ai-bot alerts config` writes Alertmanager's config from this; `ai-bot alerts
+    relay` delivers to the channels Alertmanager cannot reach itself). Secrets from the environment."""
+
+    relay_url: str = Field(default="http://alert-relay:9095", description="Where Alertmanager reaches the relay.")
+    runbook_base_url: str = Field(
+        default="", description="Put in front of each rule's runbook_url (docs/runbooks.md#...) in notifications."
+    )
+    group_wait: str = "30s"
+    group_interval: str = "5m"
+    repeat_interval: str = "4h"
+    # E-mail (Alertmanager's own SMTP client).
+    email_to: list[str] = Field(default_factory=list)
+    email_from: str | None = None
+    smtp_smarthost: str | None = Field(default=None, description="host:port of the SMTP server.")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_require_tls: bool = True
+    # A Telegram admin chat (Alertmanager's own telegram_configs).
+    telegram_bot_token: SecretStr | None = None
+    telegram_chat_id: int | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    # A Feishu group custom bot with signature verification (through the relay).
+    feishu_webhook_url: SecretStr | None = Field(
+        default=None, description="https://open.feishu.cn/open-apis/bot/v2/hook/..."
+    )
+    feishu_secret: SecretStr | None = None
+    # An HTTP SMS gateway (through the relay): POST {"to": [...], "text": "..."} with a bearer token.
+    sms_gateway_url: str | None = None
+    sms_token: SecretStr | None = None
+    sms_to: list[str] = Field(default_factory=list)
+    # Which severities reach each channel.
+    sms_severities: list[str] = Field(default_factory=lambda: ["critical"])
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AIBOT_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
@@ -427,6 +502,9 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     access: AccessSettings = Field(default_factory=AccessSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -9,16 +9,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, date, datetime
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -82,7 +78,9 @@ QUOTA_EXCEEDED = Counter(
     "aibot_quota_exceeded_total", "Messages refused because a quota was used up", ["scope", "limit"]
 )
 USER_MESSAGES = Counter("aibot_user_messages_total", "Messages from users", ["platform"])
-ACTIVE_USERS = Gauge("aibot_active_users", "Distinct users seen today (UTC) by this replica", ["platform"])
+# Exported by the archiver's usage view (usage.py) for the partitions it owns: `sum` over replicas is
+# the cluster's count of distinct users today (UTC).
+ACTIVE_USERS = Gauge("aibot_active_users", "Distinct users today (UTC), in this replica's partitions", ["platform"])
 # Exported by the lag exporter (`ai-bot lag --serve`), not by the services: figures from the broker's
 # committed offsets and high watermarks stay true when every consumer of a group is down.
 CONSUMER_GROUP_LAG = Gauge("aibot_consumer_group_lag", "Records waiting in a topic for a group", ["topic", "group"])
@@ -96,6 +94,9 @@ HTTP_REFUSED = Counter("aibot_http_refused_total", "HTTP requests refused by the
 LAG_LAST_REFRESH = Gauge(
     "aibot_lag_last_refresh_timestamp_seconds", "When the lag exporter last read the broker successfully"
 )
+# 1 while the lag exporter's last read of the broker worked, 0 after a failed one: the "broker down"
+# alert that inhibits the stage-down alerts it causes.
+KAFKA_UP = Gauge("aibot_kafka_up", "1 when the lag exporter's last read of the broker succeeded")
 
 METRIC_NAMES = {
     m._name  # type: ignore[attr-defined]
@@ -128,53 +129,9 @@ METRIC_NAMES = {
         CONSUMER_GROUP_NO_CONSUMER,
         LAG_LAST_REFRESH,
         HTTP_REFUSED,
+        KAFKA_UP,
     )
 }
-
-
-class _DailyUsers:
-    """Distinct users of the current UTC day, per platform, behind ACTIVE_USERS.
-
-    Only keyed hashes are kept (the key is random per process), so memory never holds user ids and the
-    hashes cannot be matched against a list of ids. The gauge reads the count when scraped, so it drops
-    to 0 at midnight even when nobody writes after it.
-    """
-
-    def __init__(self) -> None:
-        self._key = os.urandom(16)
-        self._day: date | None = None
-        self._seen: dict[str, set[int]] = {}
-        self._lock = threading.Lock()
-
-    def _roll(self) -> None:
-        today = datetime.now(UTC).date()
-        if today != self._day:
-            self._day = today
-            self._seen = {platform: set() for platform in self._seen}
-
-    def add(self, platform: str, user_id: str | int) -> None:
-        digest = hashlib.blake2b(str(user_id).encode(), key=self._key, digest_size=8).digest()
-        with self._lock:
-            self._roll()
-            if platform not in self._seen:
-                self._seen[platform] = set()
-                ACTIVE_USERS.labels(platform=platform).set_function(lambda: self.count(platform))
-            self._seen[platform].add(int.from_bytes(digest))
-
-    def count(self, platform: str) -> int:
-        with self._lock:
-            self._roll()
-            return len(self._seen.get(platform, ()))
-
-
-_daily_users = _DailyUsers()
-
-
-def record_user(platform: str, user_id: str | int | None) -> None:
-    """Count a user in today's active users (ACTIVE_USERS) of this replica. Ingress services call it
-    for every accepted user message."""
-    if user_id is not None and user_id != "":
-        _daily_users.add(platform, user_id)
 
 
 # ---------------------------------------------------------------- logs

@@ -34,14 +34,14 @@ INBOUND = Topic(
     name="aibot.inbound.v1",
     description="User messages (text, or transcribed voice) waiting for the LLM.",
     producers=("ingress-telegram", "ingress-feishu", "asr-worker"),
-    consumers=("core-llm",),
+    consumers=("core-llm", "archiver"),
 )
 REPLIES = Topic(
     name="aibot.replies.v1",
     description="The assistant's answers (markdown), and the partial text of answers still being "
     "written, waiting to be formatted for their platform.",
     producers=("core-llm", "asr-worker"),
-    consumers=("renderer",),
+    consumers=("renderer", "archiver"),
 )
 OUTBOUND_TELEGRAM = Topic(
     name="aibot.outbound.telegram.v1",
@@ -109,6 +109,16 @@ ACCESS_USAGE = Topic(
     config={"cleanup.policy": "compact,delete", "retention.ms": str(2 * 24 * 3600 * 1000)},
 )
 
+USAGE_DAILY_USERS = Topic(
+    name="aibot.usage.daily-users.v1",
+    description="One record per user and UTC day (`<day>|<platform>|<user digest>`): the cluster-wide "
+    "daily active users, counted by key (usage.py). Compacted per key, deleted after 8 days.",
+    producers=("archiver",),
+    consumers=("archiver",),
+    compacted=True,
+    config={"cleanup.policy": "compact,delete", "retention.ms": str(8 * 24 * 3600 * 1000)},
+)
+
 OUTBOUND_BY_PLATFORM: dict[Platform, Topic] = {
     Platform.TELEGRAM: OUTBOUND_TELEGRAM,
     Platform.FEISHU: OUTBOUND_FEISHU,
@@ -126,6 +136,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     TELEGRAM_POLLER_LEASE,
     ACCESS,
     ACCESS_USAGE,
+    USAGE_DAILY_USERS,
 )
 
 # Topics whose partition count must be one, whatever the configured default.
@@ -139,6 +150,12 @@ GROUP_RESPONSE_PROCESSOR = "aibot-response-processor"
 GROUP_SENDER = {Platform.TELEGRAM: "aibot-renderer-telegram", Platform.FEISHU: "aibot-renderer-feishu"}
 GROUP_ASR = "aibot-asr-worker"
 GROUP_TELEGRAM_POLLER = "aibot-telegram-poller"
+# The archiver reads every user message and answer in a group of its own, so it never slows the pipeline.
+GROUP_ARCHIVER = "aibot-archiver"
+# Daily active users: the writer reads inbound; the view rebuilds its partitions of the usage topic
+# from their beginning and commits nothing, so it is not in CONSUMPTION (its "lag" means nothing).
+GROUP_USAGE = "aibot-usage"
+GROUP_USAGE_VIEW = "aibot-usage-view"
 
 # Which group consumes which topic: the lag view and the alerts iterate this.
 CONSUMPTION: tuple[tuple[str, str], ...] = (
@@ -147,6 +164,9 @@ CONSUMPTION: tuple[tuple[str, str], ...] = (
     (OUTBOUND_TELEGRAM.name, GROUP_SENDER[Platform.TELEGRAM]),
     (OUTBOUND_FEISHU.name, GROUP_SENDER[Platform.FEISHU]),
     (ASR_REQUESTS.name, GROUP_ASR),
+    (INBOUND.name, GROUP_ARCHIVER),
+    (REPLIES.name, GROUP_ARCHIVER),
+    (INBOUND.name, GROUP_USAGE),
 )
 
 

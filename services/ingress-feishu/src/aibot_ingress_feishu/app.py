@@ -165,9 +165,8 @@ class Ingress:
             await publish(self.producer, outcome.emit, ACK_TIMEOUT_S)
         if event is not None:
             self.recent.add(event)
-        for envelope in outcome.emit:
-            telemetry.USER_MESSAGES.labels(platform=PLATFORM).inc()
-            telemetry.record_user(PLATFORM, envelope.sender.id if envelope.sender else None)  # daily active users
+        if outcome.emit:
+            telemetry.USER_MESSAGES.labels(platform=PLATFORM).inc(len(outcome.emit))
         return "accepted" if outcome.emit else "ignored"
 
 

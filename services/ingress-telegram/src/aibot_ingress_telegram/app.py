@@ -153,7 +153,6 @@ class Ingress:
         telemetry.INGRESS_EVENTS.labels(platform=Platform.TELEGRAM.value, outcome=result).inc()
         if outcome.emit:
             telemetry.USER_MESSAGES.labels(platform=Platform.TELEGRAM.value).inc()
-            telemetry.record_user(Platform.TELEGRAM.value, update.effective_user and update.effective_user.id)
         if update.callback_query:
             # The user's client shows a spinner until the query is answered; answer it right away.
             task = asyncio.create_task(self._answer_callback(update.callback_query.id))
