@@ -382,3 +382,16 @@ def test_notes_give_the_webhook_urls_and_next_steps(helm) -> None:
     assert "Feishu:   https://bot.example.com/feishu/events" in notes
     assert f"helm test ai-bot -n {NAMESPACE}" in notes
     assert "single Kafka broker without replication" in notes
+
+
+def test_every_consumer_is_a_static_group_member_named_by_its_pod(render) -> None:
+    """A restarted pod takes its own partitions back without a rebalance; webhook-only ingresses
+    consume nothing and join no group."""
+    for name, deployment in render(DEFAULT).by_component("Deployment").items():
+        (container,) = pod_spec(deployment)["containers"]
+        env = {e["name"]: e for e in container.get("env", [])}
+        if name.startswith("ingress-"):
+            assert "AIBOT_KAFKA__GROUP_INSTANCE_ID" not in env, name
+            continue
+        field = env["AIBOT_KAFKA__GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+        assert field == "metadata.name", name
