@@ -142,3 +142,25 @@ async def test_voice_notes_download_within_a_bound(fake: FakeFeishu, client: Fei
     fake.fail_next("download", code=99991400, http_status=429, retry_after=1)
     with pytest.raises(FeishuRetryable):
         await client.download_message_resource("om_voice", "file_v3_k")
+
+
+async def test_api_calls_share_kept_alive_connections(
+    fake: FakeFeishu, client: FeishuClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's async transport builds an httpx client (SSL context, new TCP and TLS connection)
+    per call; ours sends every JSON call on one pooled client."""
+    import httpx
+
+    await client.send_message("chat_id", "oc_1", "text", json.dumps({"text": "warm"}))  # token fetched
+    built = []
+    original = httpx.AsyncClient.__init__
+
+    def counting(self: httpx.AsyncClient, *args: object, **kwargs: object) -> None:
+        built.append(self)
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", counting)
+    for n in range(5):
+        await client.send_message("chat_id", "oc_1", "text", json.dumps({"text": f"hello {n}"}))
+    assert built == []
+    assert [m["content"] for m in fake.sent[-5:]] == [{"text": f"hello {n}"} for n in range(5)]
