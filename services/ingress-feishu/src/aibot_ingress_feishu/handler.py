@@ -35,8 +35,8 @@ from aibot_common.outcome import NOTHING, Outcome
 
 MESSAGE_RECEIVED = "im.message.receive_v1"
 CARD_ACTION = "card.action.trigger"  # a press of a card button with a callback behaviour
-# Feishu's IM events (lark-oapi's im.v1 processors) have no "message edited" event: receive, read,
-# recalled and reactions only. So the `edits` policy has nothing to apply to on Feishu.
+# lark-oapi (1.7.5) defines no "message edited" event among Feishu's IM events (receive, read,
+# recalled, reactions), so core-llm's `edits` policy has nothing to apply to here (docs/feishu.md).
 CARD_ACTIONS = frozenset({"stop", "regen"})  # the values our cards' buttons carry (feishu_format)
 
 
