@@ -124,7 +124,10 @@ async def test_stop_ends_an_answer_mid_stream_and_regenerate_answers_again(pipel
     await _until(lambda: len(telegram.shown_in(group)) >= 3, 120, "no regenerated answer")
     await asyncio.sleep(1)
     assert "\n".join(telegram.shown_in(group)[1:]).split() == f"Echo: {_question('stop me')}".split()
-    assert telegram.callback_answers, "the press's spinner was stopped"
+    toasts = [a.get("text") for a in telegram.callback_answers]
+    assert "Stopping…" in toasts and "Regenerating…" in toasts, "every press's spinner was stopped"
+    with pytest.raises(ValueError, match="no button"):  # only the latest answer offers Regenerate
+        telegram.user_presses_button(group, last["message_id"], "regen")
 
 
 async def test_feishu_stop_and_regenerate_card_buttons(pipeline: Pipeline) -> None:

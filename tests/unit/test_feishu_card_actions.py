@@ -135,3 +135,30 @@ async def test_the_fakes_press_is_signed_and_encrypted_and_opens_like_an_event(f
     assert stale.value.status == 401
     await fake._client.aclose()
     fake._client = started
+
+
+async def test_only_the_latest_answers_card_offers_regenerate(fake: FakeFeishu) -> None:
+    from pydantic import SecretStr
+
+    from aibot_common.platforms.feishu import FeishuClient
+    from aibot_common.settings import FeishuConfig
+    from aibot_core_llm.streaming import partial_reply
+    from aibot_renderer.feishu_sender import FeishuSender
+    from tests.unit.test_feishu_streaming import Chat, _final, _question
+
+    config = FeishuConfig(enabled=True, app_id=fake.app_id, app_secret=SecretStr(fake.app_secret), domain=fake.url)
+    async with FeishuClient(config) as client:
+        chat = Chat(FeishuSender(client))
+        cards = []
+        for n in range(2):
+            asked = _question(fake, "oc_regen").model_copy(update={"id": f"fs-q{n}"})
+            await chat.show(partial_reply(asked, f"answer {n} so", 1))
+            final = _final(asked, f"answer {n} so far, done")
+            await chat.show(final.model_copy(update={"meta": {**final.meta, "regenerable": "1"}}))
+            cards.append(fake.sent_to("oc_regen")[-1])
+    first, second = (fake.cardkit.get(c["card_id"]).card for c in cards)
+    assert _buttons(json.dumps(second)) == [{"action": "regen", "chat_type": "private"}]
+    assert _buttons(json.dumps(first)) == [], "the earlier answer no longer offers Regenerate"
+    assert fake.shown_in("oc_regen") == ["answer 0 so far, done", "answer 1 so far, done"]
+    with pytest.raises(ValueError, match="no button"):
+        await fake.press_card_button(cards[0]["message_id"], "regen")

@@ -552,6 +552,11 @@ class FakeFeishu(PlatformFake):
             handler = lambda body, _: self.cardkit.update_content(card_id, element_id, body)  # noqa: E731
             return await self._api("card_content", request, handler)
 
+        @app.delete("/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}")
+        async def card_element_delete(card_id: str, element_id: str, request: Request) -> Response:
+            handler = lambda body, _: self.cardkit.delete_element(card_id, element_id, body)  # noqa: E731
+            return await self._api("card_element_delete", request, handler)
+
         @app.patch("/open-apis/cardkit/v1/cards/{card_id}/settings")
         async def card_settings(card_id: str, request: Request) -> Response:
             return await self._api("card_settings", request, lambda body, _: self.cardkit.settings(card_id, body))
@@ -589,7 +594,7 @@ class FakeFeishu(PlatformFake):
         self.calls.append(call)
         try:
             body: dict[str, Any] = {}
-            if request.method in ("POST", "PUT", "PATCH"):
+            if request.method in ("POST", "PUT", "PATCH", "DELETE"):
                 try:
                     body = json.loads(await request.body() or b"{}")
                 except ValueError:

@@ -97,11 +97,16 @@ REGENERATE_ACTION = "regen"
 _BUTTON_LABELS = {STOP_ACTION: "⏹ Stop", REGENERATE_ACTION: "🔄 Regenerate"}
 
 
+def button_element_id(action: str) -> str:
+    """The button's element id: what the sender deletes it by (CardKit: a letter, then [a-z0-9_])."""
+    return f"{action}_button"
+
+
 def button(action: str, chat_type: str) -> dict[str, Any]:
     """A card JSON 2.0 button whose press Feishu reports as a `card.action.trigger` callback."""
     return {
         "tag": "button",
-        "element_id": f"{action}_button",
+        "element_id": button_element_id(action),
         "text": {"tag": "plain_text", "content": _BUTTON_LABELS[action]},
         "type": "default",
         "size": "small",
