@@ -101,7 +101,7 @@ EVENTS_OPENAPI = {
         },
     },
     "responses": {
-        "200": {"description": "taken (on Kafka), or the URL check's challenge"},
+        "200": {"description": "taken (on Kafka); the URL check's challenge; a card button press's toast"},
         "400": {"description": "signed by Feishu but unreadable"},
         "401": {"description": "not known to be from Feishu (one answer for every reason)"},
         "413": {"description": "body too large"},
