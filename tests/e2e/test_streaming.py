@@ -124,7 +124,36 @@ async def test_stop_ends_an_answer_mid_stream_and_regenerate_answers_again(pipel
     await _until(lambda: len(telegram.shown_in(group)) >= 3, 120, "no regenerated answer")
     await asyncio.sleep(1)
     assert "\n".join(telegram.shown_in(group)[1:]).split() == f"Echo: {_question('stop me')}".split()
-    assert telegram.callback_answers, "the press's spinner was stopped"
+    toasts = [a.get("text") for a in telegram.callback_answers]
+    assert "Stopping…" in toasts and "Regenerating…" in toasts, "every press's spinner was stopped"
+    with pytest.raises(ValueError, match="no button"):  # only the latest answer offers Regenerate
+        telegram.user_presses_button(group, last["message_id"], "regen")
+
+
+async def test_feishu_stop_and_regenerate_card_buttons(pipeline: Pipeline) -> None:
+    feishu = pipeline.feishu
+    assert feishu is not None
+    chat = "oc_stop_e2e"
+    expected = f"Echo: {_question('feishu stop me')}"
+    with _slow_model(pipeline, 0.03):
+        feishu.user_sends_text(chat, _question("feishu stop me"))
+        await _until(lambda: feishu.sent_to(chat) and feishu.calls_to("card_content"), 60, "no streaming card")
+        card = feishu.sent_to(chat)[0]["message_id"]
+        answer = await feishu.press_card_button(card, "stop")  # the card shows a Stop button while it streams
+        assert answer == {"toast": {"type": "info", "content": "Stopping…"}}
+        await _until(lambda: feishu.shown_in(chat)[-1].endswith("(stopped)"), 60, "never stopped")
+    shown = feishu.shown_in(chat)
+    assert len(shown) == 1 and len(shown[0]) < len(expected)
+    with pytest.raises(ValueError, match="no button"):
+        await feishu.press_card_button(card, "stop")  # the final card has no Stop any more
+    answer = await feishu.press_card_button(card, "regen")
+    assert answer["toast"]["content"] == "Regenerating…"
+    await _until(lambda: len(feishu.shown_in(chat)) >= 2, 120, "no regenerated answer")
+    await _until(lambda: feishu.shown_in(chat)[1].split() == expected.split(), 120, "regenerated answer incomplete")
+    await asyncio.sleep(1)
+    assert [text.split() for text in feishu.shown_in(chat)[1:]] == [expected.split()]
+    with pytest.raises(ValueError, match="no button"):  # only the latest answer offers Regenerate
+        await feishu.press_card_button(card, "regen")
 
 
 @pytest.mark.disrupts_pipeline

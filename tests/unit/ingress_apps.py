@@ -48,13 +48,17 @@ class StubBot:
 
     username = "aibot_test_bot"
 
+    def __init__(self) -> None:
+        self.answered: list[tuple[str, str | None]] = []  # callback queries answered, with their toast
+
     async def initialize(self) -> None:
         return None
 
     async def shutdown(self) -> None:
         return None
 
-    async def answer_callback_query(self, query_id: str) -> bool:
+    async def answer_callback_query(self, query_id: str, text: str | None = None) -> bool:
+        self.answered.append((query_id, text))
         return True
 
 

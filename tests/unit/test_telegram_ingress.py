@@ -101,3 +101,43 @@ def test_callback_query_becomes_a_message_with_its_data() -> None:
     )
     envelope = update_to_envelope(update, BOT, ALL)
     assert envelope.text() == "yes" and envelope.meta["callback_query_id"] == "cb1"
+
+
+def _press(update_id: int, data: str) -> Update:
+    return Update.de_json(
+        {
+            "update_id": update_id,
+            "callback_query": {
+                "id": f"cb{update_id}",
+                "from": {"id": 9, "is_bot": False, "first_name": "Ann"},
+                "chat_instance": "ci",
+                "data": data,
+                "message": {"message_id": 8, "date": 1_700_000_000, "chat": {"id": -77, "type": "group"}, "text": "…"},
+            },
+        },
+        None,
+    )
+
+
+async def test_every_button_press_is_answered_once_by_the_ingress_with_a_toast() -> None:
+    """Stop included: the client's spinner stops at once, whatever core-llm then does with the press."""
+    import asyncio
+
+    from pydantic import SecretStr
+
+    from aibot_common.settings import Settings, TelegramConfig
+    from aibot_ingress_telegram.app import Ingress
+    from tests.unit.ingress_apps import StubBot, StubProducer
+
+    bot, producer = StubBot(), StubProducer()
+    settings = Settings(telegram=TelegramConfig(bot_token=SecretStr("123456:unit-token")))
+    ingress = Ingress(settings, producer, bot)  # type: ignore[arg-type]
+    ingress.identity = BOT
+    for update_id, data in ((21, "stop"), (22, "regen"), (23, "something else")):
+        assert await ingress.publish(_press(update_id, data)) == 1
+    for _ in range(50):
+        if len(bot.answered) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert bot.answered == [("cb21", "Stopping…"), ("cb22", "Regenerating…"), ("cb23", None)]
+    assert len(producer.records) == 3

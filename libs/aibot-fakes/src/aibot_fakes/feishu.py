@@ -133,6 +133,7 @@ class FakeFeishu(PlatformFake):
         self.deliveries: list[dict[str, Any]] = []  # every event POST and how the receiver answered
         self.undelivered: list[dict[str, Any]] = []  # events given up on after every re-send
         self.tokens_issued: list[str] = []
+        self.card_actions: list[dict[str, Any]] = []  # button presses and how the receiver answered
 
         self._tokens: list[_Token] = []
         self._messages: dict[str, _Message] = {}
@@ -312,6 +313,45 @@ class FakeFeishu(PlatformFake):
     def recall(self, message_id: str) -> None:
         """The user withdraws a message: replying to it fails from now on."""
         self._messages[message_id].recalled = True
+
+    async def press_card_button(
+        self, message_id: str, action: str, *, open_id: str = "ou_user0000000000000000000000001"
+    ) -> dict[str, Any]:
+        """A user presses the button of the bot's card message whose callback value has this `action`:
+        Feishu POSTs a signed (and encrypted) `card.action.trigger` callback to the request URL and
+        shows the toast the answer holds. Returns that answer's JSON; ValueError if the card, as it
+        is now, has no such button (a button the bot replaced can no longer be pressed)."""
+        item = next((m for m in self.sent if m["message_id"] == message_id), None)
+        if item is None:
+            raise ValueError(f"no bot message {message_id}")
+        card = self.cardkit.get(item["card_id"]).card if item.get("card_id") else item["content"]
+        value = next((v for v in _button_values(card) if v.get("action") == action), None)
+        if value is None:
+            raise ValueError(f"message {message_id} shows no button with action {action!r}")
+        now_ms = str(int(time.time() * 1000))
+        event_id = secrets.token_hex(16)
+        callback = {
+            "schema": "2.0",
+            "header": {
+                "event_id": event_id,
+                "token": self.verification_token,
+                "create_time": now_ms,
+                "event_type": "card.action.trigger",
+                "tenant_key": self.tenant_key,
+                "app_id": self.app_id,
+            },
+            "event": {
+                "operator": {"tenant_key": self.tenant_key, "open_id": open_id, "union_id": f"on_{open_id[3:]}"},
+                "token": f"c-{secrets.token_hex(8)}",  # the card's update token (valid 30 min)
+                "action": {"value": copy.deepcopy(value), "tag": "button"},
+                "host": "im_message",
+                "context": {"open_message_id": message_id, "open_chat_id": item["chat_id"]},
+            },
+        }
+        response = await self.deliver_raw(self._body(callback))
+        answer = response.json() if response.status_code == 200 else {}
+        self.card_actions.append({"event_id": event_id, "status": response.status_code, "answer": answer})
+        return answer
 
     # ------------------------------------------------------------------ event delivery
 
@@ -512,6 +552,11 @@ class FakeFeishu(PlatformFake):
             handler = lambda body, _: self.cardkit.update_content(card_id, element_id, body)  # noqa: E731
             return await self._api("card_content", request, handler)
 
+        @app.delete("/open-apis/cardkit/v1/cards/{card_id}/elements/{element_id}")
+        async def card_element_delete(card_id: str, element_id: str, request: Request) -> Response:
+            handler = lambda body, _: self.cardkit.delete_element(card_id, element_id, body)  # noqa: E731
+            return await self._api("card_element_delete", request, handler)
+
         @app.patch("/open-apis/cardkit/v1/cards/{card_id}/settings")
         async def card_settings(card_id: str, request: Request) -> Response:
             return await self._api("card_settings", request, lambda body, _: self.cardkit.settings(card_id, body))
@@ -549,7 +594,7 @@ class FakeFeishu(PlatformFake):
         self.calls.append(call)
         try:
             body: dict[str, Any] = {}
-            if request.method in ("POST", "PUT", "PATCH"):
+            if request.method in ("POST", "PUT", "PATCH", "DELETE"):
                 try:
                     body = json.loads(await request.body() or b"{}")
                 except ValueError:
@@ -662,6 +707,23 @@ class FakeFeishu(PlatformFake):
             media_type=stored.content_type,
             headers={"Content-Disposition": f'attachment; filename="{stored.file_name}"'},
         )
+
+
+def _button_values(card: Any) -> list[dict[str, Any]]:
+    """The callback values of a card JSON 2.0's buttons (callback behaviours; old-style `value` too)."""
+    if not isinstance(card, dict):
+        return []
+    elements = (card.get("body") or {}).get("elements") or []
+    values: list[dict[str, Any]] = []
+    for element in elements:
+        if not isinstance(element, dict) or element.get("tag") != "button":
+            continue
+        for behavior in element.get("behaviors") or []:
+            if isinstance(behavior, dict) and behavior.get("type") == "callback":
+                values.append(behavior.get("value") or {})
+        if isinstance(element.get("value"), dict):
+            values.append(element["value"])
+    return values
 
 
 def _parse_content(msg_type: str, content: str) -> Any:

@@ -9,6 +9,7 @@ What Feishu documents and what streaming code must cope with:
 - streaming mode closes itself 10 minutes after it was opened (300309 on updates after that);
 - `PATCH .../cards/{card_id}/settings` {settings: JSON string, sequence} turns it on or off, and
   `PUT .../cards/{card_id}` {card: {type, data}, sequence} replaces the whole card at any time;
+- `DELETE .../cards/{card_id}/elements/{element_id}` {sequence} removes one element (300302 if absent);
 - a card holds at most 30 KB (300305); without the `cardkit:card:write` scope every call answers
   99991672.
 """
@@ -126,6 +127,17 @@ class CardKit:
         card.card = new
         if not (new.get("config") or {}).get("streaming_mode"):
             card.streaming_since = None
+        card.updates += 1
+        return {"code": 0, "msg": "success", "data": {}}
+
+    def delete_element(self, card_id: str, element_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        self._check_permission()
+        card = self._operate(card_id, body)
+        elements = (card.card.get("body") or {}).get("elements") or []
+        kept = [e for e in elements if e.get("element_id") != element_id]
+        if len(kept) == len(elements):
+            raise CardKitError(300302, f"element {element_id} not found in the card")
+        card.card["body"]["elements"] = kept
         card.updates += 1
         return {"code": 0, "msg": "success", "data": {}}
 

@@ -26,6 +26,11 @@ class UserText(BaseModel):
     mention_bot: bool = False
 
 
+class ButtonPress(BaseModel):
+    action: str  # the button's callback value "action" ("stop", "regen")
+    open_id: str = "ou_user0000000000000000000000001"
+
+
 def add_control_routes(app: FastAPI, fake: FakeFeishu) -> None:
     def simulate(action: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
@@ -51,6 +56,14 @@ def add_control_routes(app: FastAPI, fake: FakeFeishu) -> None:
             open_id=body.open_id,
             mention_bot=body.mention_bot,
         )
+
+    @app.post("/_fake/messages/{message_id}/press")
+    async def press(message_id: str, body: ButtonPress) -> dict[str, Any]:
+        """A user presses a button of the bot's card; the answer is the toast the receiver returned."""
+        try:
+            return await fake.press_card_button(message_id, body.action, open_id=body.open_id)
+        except (ValueError, RuntimeError) as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
 
     @app.post("/_fake/users/{chat_id}/audio")
     async def user_audio(

@@ -153,6 +153,7 @@ class FakeTelegram(PlatformFake):
             "getWebhookInfo": self._get_webhook_info,
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
+            "editMessageReplyMarkup": self._edit_message_reply_markup,
             "sendMessageDraft": self._send_message_draft,
             "deleteMessage": self._delete_message,
             "sendChatAction": self._send_chat_action,
@@ -823,6 +824,28 @@ class FakeTelegram(PlatformFake):
             stored["reply_markup"] = markup
         stored["edit_date"] = int(time.time())
         self._record_sent("editMessageText", params, stored)
+        return copy.deepcopy(stored)
+
+    async def _edit_message_reply_markup(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Only the buttons change (none given: the keyboard goes); recorded in `sent` like an edit."""
+        if params.get("inline_message_id"):
+            raise bad_request("MESSAGE_ID_INVALID")
+        chat = self._chat_for_bot(params)
+        message_id = require_int(params, "message_id")
+        key = (chat["id"], message_id)
+        stored = self._messages.get(key)
+        if stored is None:
+            raise bad_request("message to edit not found")
+        if key not in self._bot_messages:
+            raise bad_request("message can't be edited")
+        markup = self._inline_markup(params)
+        if markup == stored.get("reply_markup"):
+            raise bad_request(_NOT_MODIFIED)
+        stored.pop("reply_markup", None)
+        if markup is not None:
+            stored["reply_markup"] = markup
+        stored["edit_date"] = int(time.time())
+        self._record_sent("editMessageReplyMarkup", {**params, "text": None}, stored)
         return copy.deepcopy(stored)
 
     async def _send_message_draft(self, params: dict[str, Any]) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from aibot_fakes.telegram_params import ApiError
 
-LIMITED_METHODS = frozenset({"sendmessage", "editmessagetext", "sendmessagedraft"})
+LIMITED_METHODS = frozenset({"sendmessage", "editmessagetext", "editmessagereplymarkup", "sendmessagedraft"})
 
 
 @dataclass

@@ -29,7 +29,7 @@ from aibot_common.platforms.feishu import FeishuClient, FeishuRejected, FeishuRe
 from aibot_common.service import Started, background, create_service_app, kafka_producer
 from aibot_common.settings import ConfigError, FeishuConfig, Settings
 from aibot_common.stages import ServiceStatus
-from aibot_ingress_feishu.handler import BotIdentity, MalformedEvent, event_id, handle_event
+from aibot_ingress_feishu.handler import BotIdentity, MalformedEvent, event_id, handle_event, is_card_action
 from aibot_ingress_feishu.security import Credentials, Refused, open_callback
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ EVENTS_OPENAPI = {
         },
     },
     "responses": {
-        "200": {"description": "taken (on Kafka), or the URL check's challenge"},
+        "200": {"description": "taken (on Kafka); the URL check's challenge; a card button press's toast"},
         "400": {"description": "signed by Feishu but unreadable"},
         "401": {"description": "not known to be from Feishu (one answer for every reason)"},
         "413": {"description": "body too large"},
@@ -197,6 +197,28 @@ def _answer(status: int, body: dict[str, Any]) -> Response:
     return JSONResponse(body, status_code=status)
 
 
+# What a card button press is answered with (Feishu shows the toast; the card is left as it is, the
+# renderer changes it). Feishu does not re-send a card callback: a broker failure is said in the toast.
+CARD_TOASTS = {
+    ("stop", "accepted"): ("info", "Stopping…"),
+    ("regen", "accepted"): ("info", "Regenerating…"),
+    ("stop", "duplicate"): ("info", "Stopping…"),
+    ("regen", "duplicate"): ("info", "Regenerating…"),
+}
+
+
+def card_action_answer(payload: dict[str, Any], outcome: str) -> dict[str, Any]:
+    """The body a `card.action.trigger` callback returns (lark-oapi's P2CardActionTriggerResponse)."""
+    event = payload.get("event")
+    action = event.get("action") if isinstance(event, dict) else None
+    value = action.get("value") if isinstance(action, dict) else None
+    word = value.get("action") if isinstance(value, dict) else None
+    if outcome == "unavailable":
+        return {"toast": {"type": "error", "content": "Not delivered, please press again."}}
+    toast = CARD_TOASTS.get((str(word), outcome))
+    return {"toast": {"type": toast[0], "content": toast[1]}} if toast else {}
+
+
 def create_app(settings: Settings) -> FastAPI:
     config = settings.feishu
     creds = credentials(config)  # fail fast, before start-up
@@ -249,16 +271,21 @@ def create_app(settings: Settings) -> FastAPI:
             log.info("answered Feishu's URL verification")
             return _answer(200, {"challenge": opened.challenge})
         ingress = running.get()
+        card_action = is_card_action(opened.payload)
         try:
             outcome = await ingress.publish(opened.payload)
         except MalformedEvent as exc:
             return refused(request, 400, "malformed event", str(exc))
         except (KafkaError, TimeoutError) as exc:
-            # Not acknowledged: Feishu will send the event again.
+            # Not acknowledged: Feishu will send an event again (a card press it does not: the toast says so).
             telemetry.INGRESS_EVENTS.labels(platform=PLATFORM, outcome="unavailable").inc()
             log.error("broker did not acknowledge feishu event %s: %s", event_id(opened.payload), exc)
+            if card_action:
+                return _answer(200, card_action_answer(opened.payload, "unavailable"))
             return _answer(503, {"msg": "try again"})
         telemetry.INGRESS_EVENTS.labels(platform=PLATFORM, outcome=outcome).inc()
+        if card_action:
+            return _answer(200, card_action_answer(opened.payload, outcome))
         return _answer(200, {"msg": "success"})
 
     return app

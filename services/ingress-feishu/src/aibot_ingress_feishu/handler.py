@@ -16,12 +16,14 @@ from typing import Any
 from lark_oapi.api.im.v1 import EventMessage, P2ImMessageReceiveV1
 from lark_oapi.channel.normalize.mentions import extract_mentions, resolve_mentions
 from lark_oapi.core.exception import UnmarshalException
+from lark_oapi.event.callback.model.p2_card_action_trigger import P2CardActionTrigger
 
 from aibot_common.envelope import (
     AudioPart,
     ChatType,
     Conversation,
     Envelope,
+    Kind,
     Part,
     Platform,
     Sender,
@@ -32,6 +34,10 @@ from aibot_common.envelope import (
 from aibot_common.outcome import NOTHING, Outcome
 
 MESSAGE_RECEIVED = "im.message.receive_v1"
+CARD_ACTION = "card.action.trigger"  # a press of a card button with a callback behaviour
+# lark-oapi (1.7.5) defines no "message edited" event among Feishu's IM events (receive, read,
+# recalled, reactions), so core-llm's `edits` policy has nothing to apply to here (docs/feishu.md).
+CARD_ACTIONS = frozenset({"stop", "regen"})  # the values our cards' buttons carry (feishu_format)
 
 
 class MalformedEvent(ValueError):
@@ -71,7 +77,49 @@ def handle_event(payload: dict[str, Any], bot: BotIdentity) -> Outcome:
     return NOTHING if envelope is None else Outcome(emit=[envelope])
 
 
+def is_card_action(payload: dict[str, Any]) -> bool:
+    return "schema" in payload and event_type(payload) == CARD_ACTION
+
+
+def card_action_to_envelope(payload: dict[str, Any]) -> Envelope | None:
+    """A press of our Stop or Regenerate button -> the envelope core-llm reads as that control (the
+    same as Telegram's callback_query: the button's word as the text, its id in `callback_query_id`).
+    None for buttons that are not ours. Raises MalformedEvent."""
+    try:
+        callback = P2CardActionTrigger(payload)
+    except (UnmarshalException, TypeError, AttributeError) as exc:
+        raise MalformedEvent(f"unreadable {CARD_ACTION}: {exc}") from None
+    data = callback.event
+    if callback.header is None or not callback.header.event_id:
+        raise MalformedEvent(f"{CARD_ACTION} without header.event_id (nothing to dedupe re-sends by)")
+    action = data.action if data else None
+    context = data.context if data else None
+    value = action.value if action else None
+    if not isinstance(value, dict) or value.get("action") not in CARD_ACTIONS:
+        return None
+    if context is None or not context.open_chat_id:
+        raise MalformedEvent(f"{CARD_ACTION} without context.open_chat_id")
+    chat_type = ChatType.GROUP if value.get("chat_type") == ChatType.GROUP.value else ChatType.PRIVATE
+    open_id = data.operator.open_id if data and data.operator else None
+    meta = {"callback_query_id": callback.header.event_id, "card_action": "1"}
+    if context.open_message_id:
+        meta["message_id"] = context.open_message_id
+    return Envelope(
+        id=f"fs-{callback.header.event_id}",
+        kind=Kind.MESSAGE,
+        conversation=Conversation(platform=Platform.FEISHU, chat_id=context.open_chat_id, chat_type=chat_type),
+        sender=Sender(id=open_id) if open_id else None,
+        parts=[TextPart(text=str(value["action"]))],
+        # A regenerated answer replies to the card pressed, as Telegram's replies to its message.
+        reply_to_message_id=context.open_message_id or None,
+        event_time=_time(callback.header.create_time),
+        meta=meta,
+    )
+
+
 def event_to_envelope(payload: dict[str, Any], bot: BotIdentity) -> Envelope | None:
+    if is_card_action(payload):
+        return card_action_to_envelope(payload)
     if "schema" not in payload or event_type(payload) != MESSAGE_RECEIVED:
         return None  # other events (bot added to a chat, message read...) need no answer
     try:

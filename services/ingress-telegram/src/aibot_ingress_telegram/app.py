@@ -128,6 +128,10 @@ def parse_update(body: bytes, bot: Bot | None) -> Update:
     return update
 
 
+# The toast a press of our buttons is answered with (the renderer's STOP/REGENERATE buttons' data).
+CALLBACK_TOASTS = {"stop": "Stopping…", "regen": "Regenerating…"}
+
+
 class Ingress:
     def __init__(self, settings: Settings, producer: AIOKafkaProducer, bot: Bot) -> None:
         self.settings = settings
@@ -154,15 +158,17 @@ class Ingress:
         if outcome.emit:
             telemetry.USER_MESSAGES.labels(platform=Platform.TELEGRAM.value).inc()
         if update.callback_query:
-            # The user's client shows a spinner until the query is answered; answer it right away.
-            task = asyncio.create_task(self._answer_callback(update.callback_query.id))
+            # The user's client shows a spinner until the query is answered; answer it right away,
+            # every press (Stop too). Telegram takes one answer per query: this is the only one.
+            query = update.callback_query
+            task = asyncio.create_task(self._answer_callback(query.id, CALLBACK_TOASTS.get(query.data or "")))
             self._side_tasks.add(task)
             task.add_done_callback(self._side_tasks.discard)
         return len(outcome.emit)
 
-    async def _answer_callback(self, query_id: str) -> None:
+    async def _answer_callback(self, query_id: str, text: str | None) -> None:
         try:
-            await self.bot.answer_callback_query(query_id)
+            await self.bot.answer_callback_query(query_id, text=text)
         except TelegramError as exc:
             log.warning("answerCallbackQuery failed: %s", exc)
 

@@ -89,14 +89,44 @@ def text_content(text: str) -> str:
 
 
 ANSWER_ELEMENT = "answer"  # the element id a streaming card's text is updated through
+# What a card button's callback carries (`action.value`): the same words as Telegram's callback
+# data, which is what core-llm's control module reads. The chat type rides along because Feishu's
+# card.action.trigger callback does not say whether the chat is a group (core-llm's policy asks).
+STOP_ACTION = "stop"
+REGENERATE_ACTION = "regen"
+_BUTTON_LABELS = {STOP_ACTION: "⏹ Stop", REGENERATE_ACTION: "🔄 Regenerate"}
 
 
-def card_content(markdown: str, transcript: str | None = None, *, streaming: bool = False) -> str:
+def button_element_id(action: str) -> str:
+    """The button's element id: what the sender deletes it by (CardKit: a letter, then [a-z0-9_])."""
+    return f"{action}_button"
+
+
+def button(action: str, chat_type: str) -> dict[str, Any]:
+    """A card JSON 2.0 button whose press Feishu reports as a `card.action.trigger` callback."""
+    return {
+        "tag": "button",
+        "element_id": button_element_id(action),
+        "text": {"tag": "plain_text", "content": _BUTTON_LABELS[action]},
+        "type": "default",
+        "size": "small",
+        "behaviors": [{"type": "callback", "value": {"action": action, "chat_type": chat_type}}],
+    }
+
+
+def card_content(
+    markdown: str,
+    transcript: str | None = None,
+    *,
+    streaming: bool = False,
+    buttons: list[dict[str, Any]] | None = None,
+) -> str:
     elements: list[dict[str, Any]] = []
     if transcript:
         elements.append({"tag": "markdown", "content": f"<font color='grey'>🎤 {_escape(transcript)}</font>"})
         elements.append({"tag": "hr"})
     elements.append({"tag": "markdown", "content": literal_html(markdown), "element_id": ANSWER_ELEMENT})
+    elements.extend(buttons or [])
     card: dict[str, Any] = {"schema": "2.0", "body": {"elements": elements}}
     if streaming:
         # Feishu animates the difference between two texts; the summary is the chat list's preview.
@@ -109,9 +139,16 @@ def body_bytes(content: str) -> int:
     return len(json.dumps(content, ensure_ascii=False).encode())
 
 
-def render(markdown: str, transcript: str | None = None, *, as_cards: bool = False) -> list[FeishuMessage]:
+def render(
+    markdown: str,
+    transcript: str | None = None,
+    *,
+    as_cards: bool = False,
+    last_buttons: list[dict[str, Any]] | None = None,
+) -> list[FeishuMessage]:
     """Markdown -> one message, or several when it is too long for one. `as_cards`: always cards
-    (split at the card limit), as a streamed answer is shown, so its final parts match its cards."""
+    (split at the card limit), as a streamed answer is shown, so its final parts match its cards.
+    `last_buttons` go on the last card (a text message has none); the headroom leaves room for them."""
     markdown = defuse_mentions(markdown.strip())
     transcript = defuse_mentions(" ".join(transcript.split())) if transcript else None
     if not markdown:
@@ -126,7 +163,9 @@ def render(markdown: str, transcript: str | None = None, *, as_cards: bool = Fal
     chunks = _balance_fences(chunks)
     messages = []
     for index, chunk in enumerate(chunks):
-        content = card_content(chunk, transcript if index == 0 else None) if form == "feishu_card" else make(chunk)
+        extra = last_buttons if index == len(chunks) - 1 else None
+        heard = transcript if index == 0 else None
+        content = card_content(chunk, heard, buttons=extra) if form == "feishu_card" else make(chunk)
         messages.append(FeishuMessage(source=chunk, format=form, content=content))
     return messages
 
@@ -161,13 +200,20 @@ def format_preview_for_feishu(partial: Envelope, settings: RendererSettings) -> 
     transcript = _transcript(partial, settings)
     messages = render(partial.text(), transcript, as_cards=True)
     heard = defuse_mentions(" ".join(transcript.split())) if transcript else None
+    chat_type = partial.conversation.chat_type.value
     if not messages:
         return []
     parts = [
         TextPart(
             text=m.source,
             format="feishu_card",
-            rendered=card_content(m.source, heard if i == 0 else None, streaming=True),
+            # Stop on the card the answer grows in (the last one); it goes when the final replaces it.
+            rendered=card_content(
+                m.source,
+                heard if i == 0 else None,
+                streaming=True,
+                buttons=[button(STOP_ACTION, chat_type)] if i == len(messages) - 1 else None,
+            ),
         )
         for i, m in enumerate(messages)
     ]
@@ -175,7 +221,15 @@ def format_preview_for_feishu(partial: Envelope, settings: RendererSettings) -> 
 
 
 def format_for_feishu(reply: Envelope, settings: RendererSettings) -> list[Envelope]:
-    messages = render(reply.text(), _transcript(reply, settings), as_cards=reply.meta.get("streamed") == "1")
+    # Regenerate on the model's answer (core-llm says which); a new answer's card has its own.
+    regenerable = reply.meta.get("regenerable") == "1"
+    buttons = [button(REGENERATE_ACTION, reply.conversation.chat_type.value)] if regenerable else None
+    messages = render(
+        reply.text(),
+        _transcript(reply, settings),
+        as_cards=reply.meta.get("streamed") == "1",
+        last_buttons=buttons,
+    )
     return [
         reply.derive(
             kind=Kind.OUTBOUND,

@@ -38,6 +38,8 @@ from aibot_common.platforms.feishu import (
 from aibot_renderer.feishu_format import (
     ANSWER_ELEMENT,
     MSG_TYPES,
+    REGENERATE_ACTION,
+    button_element_id,
     card_content,
     defuse_mentions,
     literal_html,
@@ -85,6 +87,10 @@ class FeishuSender:
         self._quiet_until: dict[str, float] = {}  # chat -> when previews may resume after a frequency error
         self._shown: OrderedDict[str, str] = OrderedDict()  # card id -> digest of the text it shows
         self._sequence: dict[str, int] = {}  # card id -> the last sequence used by this replica
+        # Chat -> the card showing its Regenerate button. Regenerate takes back the chat's last
+        # exchange, so only the latest answer may offer it. In memory: after a takeover the first new
+        # answer cannot take the old button away (a press on it then regenerates the latest answer).
+        self._regenerate_on: OrderedDict[str, CardShown] = OrderedDict()
 
     def set_share(self, share: float) -> None:
         """This replica's share of the outbound partitions: its share of the app-wide CardKit rate."""
@@ -183,6 +189,8 @@ class FeishuSender:
                 await self._cards.acquire(card.card_id)
                 await self._client.replace_card(card.card_id, final or "", self._next_sequence(card))
                 self._shown[card.card_id] = _digest(part.text)
+                if index == total - 1 and message.meta.get("regenerable") == "1" and part.format == "feishu_card":
+                    await self._move_regenerate(message.conversation.chat_id, card)
             except FeishuRejected as exc:
                 # The card cannot take it (too big, malformed, no permission any more): the words go as
                 # a message and the card is withdrawn. A frequency error (Retryable) is retried instead.
@@ -196,6 +204,24 @@ class FeishuSender:
                 await self._recall(extra.message_id)
             cards = cards[:total]
         return progress.model_copy(update={"cards": cards})
+
+    async def _move_regenerate(self, chat_id: str, card: CardShown) -> None:
+        """This card now offers Regenerate: the chat's previous answer's card stops offering it (best
+        effort: a failure leaves an extra button, never a lost answer)."""
+        previous = self._regenerate_on.get(chat_id)
+        self._regenerate_on[chat_id] = card
+        self._regenerate_on.move_to_end(chat_id)
+        while len(self._regenerate_on) > CARDS_KEPT:
+            self._regenerate_on.popitem(last=False)
+        if previous is None or previous.card_id == card.card_id:
+            return
+        try:
+            await self._cards.acquire(previous.card_id)
+            await self._card_updates.acquire()
+            element = button_element_id(REGENERATE_ACTION)
+            await self._client.delete_card_element(previous.card_id, element, self._next_sequence(previous))
+        except (FeishuRejected, FeishuRetryable) as exc:
+            log.info("Regenerate not taken off card %s in chat %s: %s", previous.card_id, chat_id, exc)
 
     async def _new_card(self, message: Envelope, part: TextPart, *, first: bool) -> CardShown:
         card_id = await self._client.create_card(part.rendered or "")

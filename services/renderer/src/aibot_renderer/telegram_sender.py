@@ -84,7 +84,10 @@ class TelegramSender:
         # What each message shows (a digest), so an unchanged part is not edited again. In memory
         # only: a new owner edits once more and Telegram answers "not modified", which is success.
         self._shown: OrderedDict[tuple[str, int], str] = OrderedDict()
-        self._answered: OrderedDict[str, None] = OrderedDict()  # callback queries answered
+        # Chat -> the message showing its Regenerate button. Regenerate takes back the chat's last
+        # exchange, so only the latest answer may offer it. In memory: after a takeover the first new
+        # answer cannot take the old button away (a press on it then regenerates the latest answer).
+        self._regenerate_on: OrderedDict[str, int] = OrderedDict()
 
     def set_share(self, share: float) -> None:
         """This replica's share of the outbound partitions: its share of the bot's overall limit."""
@@ -139,7 +142,8 @@ class TelegramSender:
             else:
                 raise
         self._remember(chat_id, sent.message_id, part, buttons)
-        await self._answer_callback(message)
+        if buttons:
+            await self._move_regenerate(message, sent.message_id)
         return sent.message_id
 
     async def _edit_final(self, message: Envelope, message_id: int, part: TextPart) -> bool:
@@ -162,7 +166,8 @@ class TelegramSender:
             log.warning("telegram rejected entities in an edit, editing as plain text: %s", exc)
             await self._final("editMessageText", chat_id, lambda c: self._edit(c, message_id, part.text, [], markup))
         self._remember(chat_id, message_id, part, buttons)
-        await self._answer_callback(message)
+        if buttons:
+            await self._move_regenerate(message, message_id)
         return True
 
     async def _acquire(self, message: Envelope) -> None:
@@ -331,18 +336,27 @@ class TelegramSender:
         telemetry.PLATFORM_API_CALLS.labels(platform=PLATFORM, method=method, code="200").inc()
         return result
 
-    async def _answer_callback(self, message: Envelope) -> None:
-        """A reply to a button press (Regenerate) stops the button's spinner in the user's client."""
-        query_id = message.meta.get("callback_query_id")
-        if not query_id or query_id in self._answered:
+    async def _move_regenerate(self, message: Envelope, message_id: int) -> None:
+        """This message now offers Regenerate: the chat's previous answer stops offering it (best
+        effort: a failure leaves an extra button, never a lost answer)."""
+        chat_id = message.conversation.chat_id
+        previous = self._regenerate_on.get(chat_id)
+        self._regenerate_on[chat_id] = message_id
+        self._regenerate_on.move_to_end(chat_id)
+        while len(self._regenerate_on) > SHOWN_KEPT:
+            self._regenerate_on.popitem(last=False)
+        if previous is None or previous == message_id:
             return
-        self._answered[query_id] = None
-        while len(self._answered) > SHOWN_KEPT:
-            self._answered.popitem(last=False)
+        self._shown.pop((chat_id, previous), None)  # what it shows changed: a later edit must not be skipped
+        await self._acquire(message)
         try:
-            await self._api("answerCallbackQuery", self._bot.answer_callback_query(query_id))
+            await self._api(
+                "editMessageReplyMarkup",
+                self._bot.edit_message_reply_markup(chat_id=chat_id, message_id=previous, reply_markup=None),
+            )
         except TelegramError as exc:
-            log.info("callback query %s not answered: %s", query_id, exc)
+            if not (isinstance(exc, BadRequest) and is_not_modified(exc)):
+                log.info("Regenerate not taken off message %s in chat %s: %s", previous, chat_id, exc)
 
     def _remember(self, chat_id: str, message_id: int, part: TextPart, buttons: str = "") -> None:
         self._shown[(chat_id, message_id)] = _digest(part, buttons)

@@ -37,6 +37,8 @@ from lark_oapi.api.cardkit.v1 import (
     ContentCardElementRequestBody,
     CreateCardRequest,
     CreateCardRequestBody,
+    DeleteCardElementRequest,
+    DeleteCardElementRequestBody,
     UpdateCardRequest,
     UpdateCardRequestBody,
 )
@@ -346,6 +348,15 @@ class FeishuClient:
             return UpdateCardRequest.builder().card_id(card_id).request_body(body).build()
 
         await self._call("card_update", request)
+
+    async def delete_card_element(self, card_id: str, element_id: str, sequence: int) -> None:
+        """DELETE .../cards/{card_id}/elements/{element_id}: one element (a button) out of the card."""
+
+        def request() -> BaseRequest:
+            body = DeleteCardElementRequestBody.builder().sequence(sequence).build()
+            return DeleteCardElementRequest.builder().card_id(card_id).element_id(element_id).request_body(body).build()
+
+        await self._call("card_element_delete", request)
 
     async def bot_info(self) -> BotInfo:
         """GET /open-apis/bot/v3/info: the bot's own open_id, to recognise its @mentions in groups."""
