@@ -164,7 +164,8 @@ def product(fakes: Fakes, bootstrap: str, args: argparse.Namespace) -> Iterator[
     supervisor = Supervisor(log_dir=Path(tempfile.mkdtemp(prefix="aibot-bench-")), env=env)
     supervisor.add("ingress-telegram", ingress_port)
     for _ in range(args.replicas):
-        supervisor.add("core-llm", free_port())
+        # Each replica its own admin API port: two on one host cannot share the default.
+        supervisor.add("core-llm", free_port(), env={"AIBOT_ACCESS__ADMIN_PORT": str(free_port())})
         supervisor.add("renderer", free_port())
     supervisor.start()
     try:

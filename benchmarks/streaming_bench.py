@@ -109,7 +109,7 @@ async def main(args: argparse.Namespace) -> None:
         logs = Path(tempfile.mkdtemp(prefix="aibot-bench-"))
         supervisor = Supervisor(log_dir=logs, env=env)
         supervisor.add("ingress-telegram", ingress_port)
-        supervisor.add("core-llm", free_port())
+        supervisor.add("core-llm", free_port(), env={"AIBOT_ACCESS__ADMIN_PORT": str(free_port())})
         supervisor.add("renderer", free_port())
         supervisor.start()
         try:
