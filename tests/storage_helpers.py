@@ -21,6 +21,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports: all held until all are chosen (one at a time, the kernel may hand the
+    same just-released port out twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @contextmanager
 def moto_s3() -> Iterator[str]:
     """The endpoint URL of a fresh moto S3 server; skips when moto_server is not installed."""

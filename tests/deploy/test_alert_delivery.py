@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from aibot_cli.alerts import alert_text
-from tests.storage_helpers import free_port
+from tests.storage_helpers import free_port, free_ports
 
 AI_BOT = str(Path(sys.executable).parent / "ai-bot")
 FEISHU_SECRET = "feishu-bot-signing-secret"
@@ -183,7 +183,7 @@ def test_a_firing_alert_reaches_email_and_the_signed_feishu_bot(
     binary = _alertmanager()
     mailbox, bot = channels
     telegram, sms = Recorder(), Recorder()
-    relay_port, am_port = free_port(), free_port()
+    relay_port, am_port = free_ports(2)
     env = {
         **os.environ,
         "AIBOT_ALERTING__RELAY_URL": f"http://127.0.0.1:{relay_port}",
