@@ -106,3 +106,33 @@ async def test_when_every_model_is_down_the_user_hears_an_apology_in_time(fakes,
     assert time.monotonic() - started < 6.0, "the deadline, not the hung models, decided"
     assert outcome.emit[0].text().startswith("Sorry, I could not get an answer")
     assert outcome.state.turns == [], "a failed answer is not history"
+
+
+async def test_a_half_open_trial_that_is_cancelled_does_not_keep_the_breaker_shut() -> None:
+    """A stop press (or a shutdown) cancels the one request let through a half-open breaker; the
+    next request must be allowed to try, or the model stays refused for good (seen in make chaos)."""
+    import asyncio
+
+    from aibot_core_llm.failover import Breaker
+
+    breaker = Breaker(failures_to_open=1, open_s=0.0)
+    breaker.failed(time.monotonic())
+    assert breaker.allows(time.monotonic())  # the half-open trial
+    assert not breaker.allows(time.monotonic())  # one at a time
+
+    class Hanging:
+        name = "hanging"
+
+        async def complete(self, messages, on_text=None):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(60)
+
+    pool = FailoverModels([Hanging()], FailoverSettings())  # type: ignore[list-item]
+    pool.breakers["hanging"] = breaker = Breaker(failures_to_open=1, open_s=0.0)
+    breaker.failed(time.monotonic())
+    call = asyncio.ensure_future(pool.for_request().complete([{"role": "user", "content": "hi"}]))
+    await asyncio.sleep(0.05)
+    assert breaker.trial
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert not breaker.trial and breaker.allows(time.monotonic())  # the next request may try again

@@ -46,6 +46,11 @@ class Breaker:
     def succeeded(self) -> None:
         self.failures, self.opened_at, self.trial = 0, None, False
 
+    def released(self) -> None:
+        """The call ended without a verdict (cancelled by a stop, or an unexpected error): a
+        half-open trial must not stay under way, or the breaker would refuse every call for good."""
+        self.trial = False
+
     def failed(self, now: float) -> None:
         self.failures += 1
         self.trial = False
@@ -90,7 +95,10 @@ class RequestModel:
                 continue
             try:
                 completion = await self._try(model, messages, on_text, remaining)
-            except LLMError as exc:
+            except BaseException as exc:
+                if not isinstance(exc, LLMError):
+                    breaker.released()
+                    raise
                 if not exc.retryable:
                     breaker.succeeded()  # it answered: a bad request is not an outage
                     raise
