@@ -32,11 +32,11 @@ def skip_reason() -> str:
 
 
 @cache
-def speech_ogg(text: str = SENTENCE, voice: str = "en-us") -> bytes:
+def speech_ogg(text: str = SENTENCE, voice: str = "en-us", words_per_minute: int = 150) -> bytes:
     """The sentence as OGG/Opus, mono 48 kHz, like a Telegram voice note (about 3 s, 9 KB)."""
     with tempfile.TemporaryDirectory() as tmp:
         wav, ogg = Path(tmp) / "speech.wav", Path(tmp) / "speech.ogg"
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(wav), text], check=True)
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", str(wav), text], check=True)
         _ffmpeg("-i", str(wav), "-ac", "1", "-ar", "48000", "-c:a", "libopus", "-b:a", "24k", str(ogg))
         return ogg.read_bytes()
 

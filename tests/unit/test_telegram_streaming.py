@@ -201,7 +201,7 @@ async def test_a_preview_offers_stop_and_the_models_answer_offers_regenerate(fak
     await chat.show(again)
     newest = next(m for m in fake.sent_to(GROUP) if m["method"] == "sendMessage" and m["text"] == "Done again.")
     assert newest["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "regen"
-    taken_off = fake.sent_to(GROUP)[-1]
+    taken_off = fake.markup_edits[-1]
     assert taken_off["method"] == "editMessageReplyMarkup" and taken_off["message_id"] == preview["message_id"]
     with pytest.raises(ValueError, match="no button"):
         fake.user_presses_button(GROUP, preview["message_id"], "regen")

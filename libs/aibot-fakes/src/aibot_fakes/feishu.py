@@ -314,6 +314,17 @@ class FakeFeishu(PlatformFake):
         """The user withdraws a message: replying to it fails from now on."""
         self._messages[message_id].recalled = True
 
+    def _button(self, message_id: str, action: str) -> dict[str, Any] | None:
+        item = next((m for m in self.sent if m["message_id"] == message_id), None)
+        if item is None:
+            raise ValueError(f"no bot message {message_id}")
+        card = self.cardkit.get(item["card_id"]).card if item.get("card_id") else item["content"]
+        return next((v for v in _button_values(card) if v.get("action") == action), None)
+
+    def shows_button(self, message_id: str, action: str) -> bool:
+        """Whether the bot's card message, as it is now, has a button with this callback action."""
+        return self._button(message_id, action) is not None
+
     async def press_card_button(
         self, message_id: str, action: str, *, open_id: str = "ou_user0000000000000000000000001"
     ) -> dict[str, Any]:
@@ -321,11 +332,8 @@ class FakeFeishu(PlatformFake):
         Feishu POSTs a signed (and encrypted) `card.action.trigger` callback to the request URL and
         shows the toast the answer holds. Returns that answer's JSON; ValueError if the card, as it
         is now, has no such button (a button the bot replaced can no longer be pressed)."""
-        item = next((m for m in self.sent if m["message_id"] == message_id), None)
-        if item is None:
-            raise ValueError(f"no bot message {message_id}")
-        card = self.cardkit.get(item["card_id"]).card if item.get("card_id") else item["content"]
-        value = next((v for v in _button_values(card) if v.get("action") == action), None)
+        value = self._button(message_id, action)
+        item = next(m for m in self.sent if m["message_id"] == message_id)
         if value is None:
             raise ValueError(f"message {message_id} shows no button with action {action!r}")
         now_ms = str(int(time.time() * 1000))
@@ -761,7 +769,10 @@ def _visible_text(msg_type: str, parsed: dict[str, Any]) -> str:
         return parsed["text"]
     if msg_type == "interactive":
         elements = (parsed.get("body") or {}).get("elements") or parsed.get("elements") or []
-        texts = [e.get("content") or (e.get("text") or {}).get("content") or "" for e in elements]
+        # The card's text, not its buttons' labels (a Stop or Regenerate button is not the answer).
+        texts = [
+            e.get("content") or (e.get("text") or {}).get("content") or "" for e in elements if e.get("tag") != "button"
+        ]
         return "\n".join(t for t in texts if t)
     if msg_type == "post":
         document = parsed if "content" in parsed else next(iter(parsed.values()))

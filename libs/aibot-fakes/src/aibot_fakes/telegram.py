@@ -117,6 +117,7 @@ class FakeTelegram(PlatformFake):
         self._live_drafts: dict[tuple[int, int], dict[str, Any]] = {}
 
         self.sent: list[dict[str, Any]] = []
+        self.markup_edits: list[dict[str, Any]] = []  # editMessageReplyMarkup: buttons changed, not text
         self.calls: list[dict[str, Any]] = []
         self.drafts: list[dict[str, Any]] = []
         self.callback_answers: list[dict[str, Any]] = []
@@ -494,11 +495,14 @@ class FakeTelegram(PlatformFake):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sent_changed.wait(), remaining)
 
-    def _record_sent(self, method: str, params: dict[str, Any], message: dict[str, Any]) -> None:
+    def _record_sent(
+        self, method: str, params: dict[str, Any], message: dict[str, Any], into: list[dict[str, Any]] | None = None
+    ) -> None:
         reply = message.get("reply_to_message")
-        self.sent.append(
+        target = self.sent if into is None else into
+        target.append(
             {
-                "index": len(self.sent),
+                "index": len(target),
                 "method": method,
                 "chat_id": message["chat"]["id"],
                 "text": params.get("text"),
@@ -845,7 +849,9 @@ class FakeTelegram(PlatformFake):
         if markup is not None:
             stored["reply_markup"] = markup
         stored["edit_date"] = int(time.time())
-        self._record_sent("editMessageReplyMarkup", {**params, "text": None}, stored)
+        # Kept apart from `sent` (what the user reads: messages and their text edits), so a test
+        # counting a chat's messages does not count buttons taken off an older answer.
+        self._record_sent("editMessageReplyMarkup", {**params, "text": None}, stored, into=self.markup_edits)
         return copy.deepcopy(stored)
 
     async def _send_message_draft(self, params: dict[str, Any]) -> bool:

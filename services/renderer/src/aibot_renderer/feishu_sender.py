@@ -69,6 +69,11 @@ def idempotency_key(envelope_id: str) -> str:
     return hashlib.sha256(envelope_id.encode()).hexdigest()[:32]
 
 
+def _is_last_part(message: Envelope) -> bool:
+    index, _, total = message.meta.get("part", "1/1").partition("/")
+    return index == total
+
+
 class FeishuSender:
     def __init__(
         self,
@@ -112,6 +117,9 @@ class FeishuSender:
             # The words matter more than the formatting: say them as plain text.
             log.warning("feishu refused the %s content (code %s); sending plain text instead", msg_type, exc.code)
             await self._deliver(message, "text", text_content(defuse_mentions(part.text)), f"{uuid[:45]}-text")
+        if message.meta.get("regenerable") == "1" and _is_last_part(message):
+            # An answer that came whole (not streamed) offers Regenerate now: the older card stops.
+            await self._move_regenerate(message.conversation.chat_id, None)
 
     async def _deliver(self, message: Envelope, msg_type: str, content: str, uuid: str) -> None:
         chat_id = message.conversation.chat_id
@@ -205,15 +213,16 @@ class FeishuSender:
             cards = cards[:total]
         return progress.model_copy(update={"cards": cards})
 
-    async def _move_regenerate(self, chat_id: str, card: CardShown) -> None:
-        """This card now offers Regenerate: the chat's previous answer's card stops offering it (best
-        effort: a failure leaves an extra button, never a lost answer)."""
-        previous = self._regenerate_on.get(chat_id)
-        self._regenerate_on[chat_id] = card
-        self._regenerate_on.move_to_end(chat_id)
+    async def _move_regenerate(self, chat_id: str, card: CardShown | None) -> None:
+        """This card (or a card message sent whole, None: not a card entity, so its own button cannot
+        be taken off later) now offers Regenerate: the chat's previous answer's card stops offering
+        it (best effort: a failure leaves an extra button, never a lost answer)."""
+        previous = self._regenerate_on.pop(chat_id, None)
+        if card is not None:
+            self._regenerate_on[chat_id] = card
         while len(self._regenerate_on) > CARDS_KEPT:
             self._regenerate_on.popitem(last=False)
-        if previous is None or previous.card_id == card.card_id:
+        if previous is None or (card is not None and previous.card_id == card.card_id):
             return
         try:
             await self._cards.acquire(previous.card_id)
