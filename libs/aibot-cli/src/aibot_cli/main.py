@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     from aibot_cli.alerts import add_parser as add_alerts
 
     add_alerts(sub)
+    from aibot_cli.onboard import add_parser as add_onboard
+
+    add_onboard(sub)
+    from aibot_cli.doctor import add_parser as add_doctor
+
+    add_doctor(sub)
     return parser
 
 
