@@ -57,6 +57,11 @@ class BatchRunner:
         self.running = False
         self.batches_written = 0
 
+    @property
+    def ready(self) -> bool:
+        """What /readyz reads (ServiceStatus asks every runner for `ready`)."""
+        return self.running
+
     async def run(self) -> None:
         self._consumer.subscribe(self._topics, listener=_Listener(self))
         self.running = True

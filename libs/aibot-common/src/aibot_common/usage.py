@@ -79,6 +79,11 @@ class DailyUsersView:
         self._days: dict[int, dict[str, dict[str, set[str]]]] = {}
         self.running = False
 
+    @property
+    def ready(self) -> bool:
+        """What /readyz reads (ServiceStatus asks every runner for `ready`)."""
+        return self.running
+
     def count(self, platform: str, day: str | None = None) -> int:
         today = day or datetime.now(UTC).date().isoformat()
         return sum(len(days.get(today, {}).get(platform, ())) for days in self._days.values())
