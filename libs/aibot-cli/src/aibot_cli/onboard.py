@@ -553,9 +553,11 @@ def run_wizard(ask: Asker, config_path: Path, env_path: Path) -> None:
     ask.out(f"\nwrote {config_path} and {env_path} (mode 0600)")
     ask.out("\nNext, on this host:")
     ask.out(f"    set -a; . {env_path}; set +a; AIBOT_CONFIG={config_path} ai-bot up")
-    ask.out("  or as a systemd service (deploy/systemd/install.sh installs the unit):")
-    ask.out(f"    sudo install -m 0600 {env_path} /etc/ai-bot/ai-bot.env")
-    ask.out(f"    sudo install -m 0640 {config_path} /etc/ai-bot/config.yaml && sudo systemctl restart ai-bot")
+    ask.out("  or as a systemd service (from a checkout: the installer says what it installs first):")
+    ask.out("    sudo deploy/systemd/install.sh --no-start")
+    ask.out(f"    sudo install -m 0640 -g ai-bot {env_path} /etc/ai-bot/ai-bot.env")
+    ask.out(f"    sudo install -m 0640 -g ai-bot {config_path} /etc/ai-bot/config.yaml")
+    ask.out("    sudo systemctl start ai-bot-service")
     ask.out("  then `ai-bot doctor` checks every dependency the config names.")
 
 
