@@ -281,3 +281,66 @@ def test_doctor_names_each_broken_dependency_with_its_fix(onboarded, tmp_path: P
     assert "ok" in row("alerts: e-mail")
     assert "3 of 6 checks failed" in done.stdout
     assert API_KEY not in done.stdout + done.stderr and TOKEN not in done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def feishu() -> Iterator[str]:
+    yield from _fake("feishu", "--app-id", "cli_onboard01", "--app-secret", "feishu-secret-0001")
+
+
+def test_a_feishu_answers_file_is_checked_with_a_tenant_token_and_prints_the_event_url(
+    tmp_path: Path, feishu: str, llm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = {
+        "platforms": "feishu",
+        "feishu_domain": feishu,
+        "feishu_app_id": "cli_onboard01",
+        "feishu_app_secret": "wrong-secret",
+        "feishu_verification_token": "vt-0001",
+        "feishu_encrypt_key": "ek-0001",
+        "public_url": "https://bot.example.cn/",
+        "model_endpoint": f"{llm}/v1/chat/completions",
+        "model_api_key": API_KEY,
+        "model_name": "fake-echo",
+        "voice": True,
+        "asr_language": "zh",
+        "asr_device": "cpu",
+        "access_policy": "allowlist",
+        "admin": "feishu:ou_admin01",
+        "notify_email": False,
+        "notify_sms": False,
+        "notify_feishu_bot": False,
+        "storage_path": str(tmp_path / "storage"),
+    }
+    (tmp_path / "answers.yaml").write_text(yaml.safe_dump(answers))
+
+    def onboard() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [AI_BOT, "onboard", "--dir", str(tmp_path), "--answers", str(tmp_path / "answers.yaml")],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,  # not a terminal: nothing is asked
+        )
+
+    refused = onboard()
+    assert refused.returncode == 1
+    assert "✗ feishu tenant token" in refused.stdout and "App Secret again" in refused.stdout
+    assert not (tmp_path / "config.yaml").exists()  # a failed check writes nothing
+
+    answers["feishu_app_secret"] = "feishu-secret-0001"
+    (tmp_path / "answers.yaml").write_text(yaml.safe_dump(answers))
+    done = onboard()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "✓ feishu tenant token" in done.stdout
+    assert "https://bot.example.cn/feishu/events" in done.stdout  # ready to paste into the console
+    assert "feishu-secret-0001" not in done.stdout + done.stderr
+    settings = _load(tmp_path, monkeypatch)
+    assert settings.feishu.enabled and not settings.telegram.enabled
+    assert settings.feishu.app_id == "cli_onboard01"
+    assert settings.feishu.encrypt_key.get_secret_value() == "ek-0001"
+    asr = settings.asr_model()
+    assert (asr.language, asr.device) == ("zh", "cpu")
+    assert settings.access.policy["feishu"].group == "allowlist"
+    assert "telegram" not in settings.access.policy
