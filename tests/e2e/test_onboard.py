@@ -344,3 +344,68 @@ def test_a_feishu_answers_file_is_checked_with_a_tenant_token_and_prints_the_eve
     assert (asr.language, asr.device) == ("zh", "cpu")
     assert settings.access.policy["feishu"].group == "allowlist"
     assert "telegram" not in settings.access.policy
+
+
+def test_the_bot_answers_with_what_onboard_wrote(tmp_path: Path, telegram: str, llm: str) -> None:
+    """The newcomer's path: `ai-bot onboard`, then the command it prints, and the bot answers."""
+    done = subprocess.run(
+        [
+            AI_BOT,
+            "onboard",
+            "--dir",
+            str(tmp_path),
+            "--non-interactive",
+            "--telegram-api-url",
+            telegram,
+            "--telegram-token",
+            TOKEN,
+            "--telegram-mode",
+            "polling",
+            "--model-endpoint",
+            f"{llm}/v1/chat/completions",
+            "--model-api-key",
+            API_KEY,
+            "--model-name",
+            "fake-echo",
+            "--no-voice",
+            "--no-notify-email",
+            "--no-notify-sms",
+            "--no-notify-feishu-bot",
+            "--no-notify-telegram",
+            "--storage-path",
+            str(tmp_path / "storage"),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"AIBOT_CONFIG={tmp_path / 'config.yaml'} ai-bot up" in done.stdout
+    env = _env() | read_env(tmp_path / ".env")
+    env |= {
+        "AIBOT_CONFIG": str(tmp_path / "config.yaml"),
+        "AIBOT_STATE_DIR": str(tmp_path / "state"),
+        "AIBOT_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",  # nothing there: the embedded broker
+    }
+    child = pexpect.spawn(AI_BOT, ["up"], env=env, encoding="utf-8", timeout=150)
+    try:
+        child.expect(f"telegram: real Bot API at {re.escape(telegram)} \\(polling\\)")
+        child.expect("model: fake-echo")
+        child.expect("all services ready")
+        chat = 515151
+        before = httpx.get(f"{telegram}/_fake/sent", timeout=10).json()
+        last = len(before) - 1
+        httpx.post(f"{telegram}/_fake/users/{chat}/messages", json={"text": "hello onboard"}, timeout=10)
+        deadline = time.monotonic() + 60
+        texts: list[str] = []
+        while time.monotonic() < deadline and not any("Echo: hello onboard" in t for t in texts):
+            sent = httpx.get(
+                f"{telegram}/_fake/sent", params={"chat_id": chat, "after_index": last, "timeout": 5}, timeout=15
+            ).json()
+            texts = [str(item.get("text", "")) for item in sent]
+        assert any("Echo: hello onboard" in t for t in texts), texts
+        child.kill(2)
+        child.expect(pexpect.EOF, timeout=90)
+    finally:
+        child.close(force=True)
