@@ -204,7 +204,9 @@ def read_env(path: Path) -> dict[str, str]:
             continue
         name, _, value = line.partition("=")
         value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = re.sub(r'\\([\\"$`])', r"\1", value[1:-1])  # what _quote escaped
+        elif len(value) >= 2 and value[0] == value[-1] == "'":
             value = value[1:-1]
         env[name.strip()] = value
     return env
