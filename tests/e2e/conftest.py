@@ -106,6 +106,14 @@ async def pipeline(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactor
     supervisor.add("renderer", free_port())
     supervisor.add("asr-worker", free_port())
     feishu_ingress = supervisor.add("ingress-feishu", free_port())
+    # The archiver writes every message and answer to a local storage folder (and counts the day's
+    # users cluster-wide); short volumes so a test's messages are on disk within a second or two.
+    storage = Path(tmp_path_factory.mktemp("e2e-storage"))
+    supervisor.add(
+        "archiver",
+        free_port(),
+        env={"AIBOT_STORAGE__PATH": str(storage), "AIBOT_ARCHIVE__VOLUME_MAX_SECONDS": "1"},
+    )
     supervisor.start()
     try:
         # Blocking waits go to a thread: the fakes serve the services from this loop meanwhile.

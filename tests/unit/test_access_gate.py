@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aibot_common import access, telemetry
 from aibot_common.access import Role
-from aibot_common.envelope import Platform
+from aibot_common.envelope import ChatType, Platform
 from aibot_common.settings import AccessSettings, CoreSettings, KafkaSettings
 from aibot_core_llm.access_gate import AccessGate
 from aibot_core_llm.handler import ConversationState
@@ -202,3 +202,32 @@ async def test_feishu_users_are_feishu_subjects() -> None:
     (refused,), _ = await say(g, text("hi", user="ou_b", platform=Platform.FEISHU))
     assert "feishu:ou_b" in refused
     assert (await say(g, text("hi", user="42")))[0] == ["main answers"]  # Telegram stays open
+
+
+async def test_an_admin_reloads_the_config_files_access_block(tmp_path, monkeypatch) -> None:
+    """The operator edits the file; /reload puts what changed on the topic for every replica."""
+    g, _, store = gate(
+        bindings=[{"subject": f"telegram:{ADMIN}", "role": "admin"}, {"subject": "telegram:7", "role": "user"}]
+    )
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "access:\n"
+        "  policy: {telegram: {private: allowlist}}\n"
+        "  bindings:\n"
+        f"    - {{subject: 'telegram:{ADMIN}', role: admin}}\n"
+        "    - {subject: 'telegram:8', role: developer}\n"
+    )
+    monkeypatch.setenv("AIBOT_CONFIG", str(config))
+    (answer,), _ = await say(g, text("/reload", user="7"))
+    assert "needs the admin role" in answer  # only an admin may
+    (answer,), _ = await say(g, text("/reload", user=ADMIN))
+    assert "grant telegram:8" in answer and "revoke telegram:7" in answer and "policy telegram/private" in answer
+    bindings = store.state.bindings()
+    assert bindings[("telegram:8", None)] is Role.DEVELOPER and ("telegram:7", None) not in bindings
+    assert store.state.mode(Platform.TELEGRAM.value, ChatType.PRIVATE) == "allowlist"
+    assert {c.action for c in store.changes} >= {"grant", "revoke", "policy"}  # audited, on the topic
+    (again,), _ = await say(g, text("/reload", user=ADMIN))
+    assert "nothing had changed" in again
+    config.write_text("access: {policy: {telegram: {private: sometimes}}}\n")
+    (broken,), _ = await say(g, text("/reload", user=ADMIN))
+    assert broken.startswith("The config file was not reloaded") and "access.policy" in broken

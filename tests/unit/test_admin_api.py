@@ -100,3 +100,17 @@ async def test_the_openapi_spec_is_published(api) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert {"/v1/bindings", "/v1/pairings/{code}/approve", "/v1/policy", "/v1/usage/{subject}"} <= set(spec["paths"])
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+async def test_reload_applies_the_config_files_access_block(api, tmp_path, monkeypatch) -> None:
+    client, store, _ = api
+    config = tmp_path / "config.yaml"
+    config.write_text("access:\n  bindings:\n    - {subject: 'telegram:55', role: developer}\n")
+    monkeypatch.setenv("AIBOT_CONFIG", str(config))
+    assert (await client.post("/v1/reload", headers=auth(Role.DEVELOPER))).status_code == 403
+    response = await client.post("/v1/reload", headers=auth(Role.ADMIN))
+    assert response.status_code == 200 and "grant telegram:55" in response.json()["result"]
+    assert store.state.bindings()[("telegram:55", None)] is Role.DEVELOPER
+    config.write_text("access: {group_members: perhaps}\n")
+    broken = await client.post("/v1/reload", headers=auth(Role.ADMIN))
+    assert broken.status_code == 422 and "access.group_members" in broken.json()["detail"]

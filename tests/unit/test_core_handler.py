@@ -124,3 +124,15 @@ def test_history_is_bounded_by_turns_and_tokens() -> None:
     assert len(kept) == 20 and kept[-1] is turns[-1] and kept[0].role == "user"
     kept = trim_history(turns, max_turns=50, max_tokens=500)
     assert 0 < len(kept) < 10 and kept[0].role == "user"
+
+
+async def test_the_answers_kept_for_redeliveries_are_bounded_in_bytes() -> None:
+    from aibot_core_llm.handler import REMEMBERED_REPLY_BYTES
+
+    long_answer = "x" * (REMEMBERED_REPLY_BYTES // 3)
+    model, state = ScriptedModel(*[long_answer] * 6), ConversationState()
+    for n in range(6):
+        state = (await handle(message(f"question {n}", n), state, model, CoreSettings())).state
+    kept = sum(len(t.encode()) for t in state.last_replies.values())
+    assert kept <= REMEMBERED_REPLY_BYTES and len(state.last_replies) >= 1
+    assert message("question 5", 5).id in state.last_replies  # the newest answer is always kept

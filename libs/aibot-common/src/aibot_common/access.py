@@ -153,6 +153,11 @@ class AccessState:
         else:
             self.records[key] = value
 
+    def reseed(self, seed: AccessSettings) -> None:
+        """The config file read again (`/reload`): its block under the records from now on."""
+        self.seed = seed
+        self._bindings = None
+
     # ------------------------------------------------------------ queries
 
     def mode(self, platform: str, chat_type: ChatType) -> Mode:
@@ -326,6 +331,22 @@ def set_chat(actor: str, conversation: str, current: dict[str, Any], **changes: 
 
 def set_default_model(actor: str, model: str) -> Change:
     return Change(actor, "model", "default", (("default/model", {"model": model}),), {"model": model})
+
+
+def reload_changes(actor: str, old: AccessSettings, new: AccessSettings) -> list[Change]:
+    """What changed in the config file's access block since it was read, as audited changes on the
+    topic, so every replica (each seeded from its own copy of the file) applies the edit at once:
+    bindings added or given another role are granted, bindings removed are revoked, policies set."""
+    before = {(b.subject, b.chat): Role(b.role) for b in old.bindings}
+    after = {(b.subject, b.chat): Role(b.role) for b in new.bindings}
+    changes = [grant(actor, s, role, chat) for (s, chat), role in after.items() if before.get((s, chat)) != role]
+    changes += [revoke(actor, s, chat) for (s, chat) in before.keys() - after.keys()]
+    for platform in ("telegram", "feishu"):
+        for chat_type in ("private", "group"):
+            was, now = (getattr(c.policy.get(platform), chat_type, "open") for c in (old, new))  # type: ignore[call-overload]
+            if was != now:
+                changes.append(set_policy(actor, platform, chat_type, now))
+    return changes
 
 
 def create_token(actor: str, token: str, role: Role, name: str) -> Change:

@@ -54,13 +54,14 @@ class BatchRunner:
         self._oldest = 0.0
         self._stopping = False
         self._lock = asyncio.Lock()
+        self._holding = False  # a member of the group with its partitions, between rebalances
         self.running = False
         self.batches_written = 0
 
     @property
     def ready(self) -> bool:
-        """What /readyz reads (ServiceStatus asks every runner for `ready`)."""
-        return self.running
+        """What /readyz asks of every stage: running, holding its partitions, not shutting down."""
+        return self.running and self._holding and not self._stopping
 
     async def run(self) -> None:
         self._consumer.subscribe(self._topics, listener=_Listener(self))
@@ -145,8 +146,10 @@ class _Listener(ConsumerRebalanceListener):
         self._runner = runner
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._runner._holding = False
         # Write and commit what we hold before the partitions move, so the next owner starts after it.
         await self._runner.flush_and_commit()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._runner._holding = True
         log.info("stage %s assigned %d partitions", self._runner.stage, len(assigned))

@@ -77,12 +77,8 @@ class DailyUsersView:
         self._topic = topic
         # partition -> day -> platform -> user digests
         self._days: dict[int, dict[str, dict[str, set[str]]]] = {}
+        self._holding = False
         self.running = False
-
-    @property
-    def ready(self) -> bool:
-        """What /readyz reads (ServiceStatus asks every runner for `ready`)."""
-        return self.running
 
     def count(self, platform: str, day: str | None = None) -> int:
         today = day or datetime.now(UTC).date().isoformat()
@@ -111,6 +107,11 @@ class DailyUsersView:
             for old in sorted(days)[:-2]:
                 days.pop(old)
 
+    @property
+    def ready(self) -> bool:
+        """Running and holding its partitions (rebuilt from the topic's start before it counts)."""
+        return self.running and self._holding
+
     async def run(self) -> None:
         self._consumer.subscribe([self._topic], listener=_ViewListener(self))
         self.running = True
@@ -123,6 +124,7 @@ class DailyUsersView:
             self.running = False
 
     async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        self._holding = True
         new = [tp for tp in assigned if tp.partition not in self._days]
         for tp in new:
             self._days[tp.partition] = {}
@@ -132,6 +134,7 @@ class DailyUsersView:
         log.info("usage view owns partitions %s", sorted(self._days))
 
     def _revoked(self, revoked: set[TopicPartition]) -> None:
+        self._holding = False
         for tp in revoked:
             self._days.pop(tp.partition, None)
 

@@ -26,7 +26,7 @@ from aibot_common.access import Change, Role, hash_token, valid_subject
 from aibot_common.envelope import ChatType
 from aibot_common.service import create_service_app
 from aibot_common.settings import SecuritySettings
-from aibot_core_llm.commands import AccessWriter
+from aibot_core_llm.commands import AccessWriter, reload_access
 from aibot_core_llm.quota import UsageCounter
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,14 @@ def create_admin_app(
             raise HTTPException(404, "no pending pairing request with this code")
         await audited(who, "reject", code.upper(), access.reject(who.actor, code.upper()))
         return Response(status_code=204)
+
+    @app.post("/v1/reload", tags=["policy"])
+    async def reload_config(who: Admin) -> dict[str, str]:
+        """Apply what changed in the config file's access block (bindings, policy) cluster-wide."""
+        result = await reload_access(store, who.actor)
+        if result.startswith("The config file was not reloaded"):
+            raise HTTPException(422, result)
+        return {"result": result}
 
     @app.get("/v1/policy", tags=["policy"])
     async def get_policy(who: Admin) -> dict[str, Any]:

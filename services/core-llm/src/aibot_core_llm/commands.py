@@ -14,6 +14,7 @@ from typing import Protocol
 from aibot_common import access
 from aibot_common.access import AccessState, Change, Role, chat_subject, valid_subject
 from aibot_common.envelope import ChatType, Envelope
+from aibot_common.settings import ConfigError, load_settings
 from aibot_core_llm.quota import UsageCounter
 
 
@@ -172,6 +173,29 @@ async def status(ctx: Context, _: list[str]) -> str:
     )
 
 
+async def reload(ctx: Context, _: list[str]) -> str:
+    return await reload_access(ctx.store, ctx.actor)
+
+
+async def reload_access(store: AccessWriter, actor: str) -> str:
+    """Read the config file again and put what changed in its access block on the access topic
+    (`/reload` in a chat, `POST /v1/reload` on the admin API)."""
+    try:
+        fresh = load_settings().access
+    except ConfigError as exc:
+        return f"The config file was not reloaded: {exc}"
+    state = store.state
+    changes = access.reload_changes(actor, state.seed, fresh)
+    for change in changes:
+        await store.write(change)
+    state.reseed(fresh)  # this replica's seed is the file as it is now; the others follow the records
+    done = ", ".join(f"{c.action} {c.target}" for c in changes) or "nothing had changed"
+    return (
+        f"Reloaded the access block of the config file: {done}. "
+        "Quotas and the other settings take effect when the services restart."
+    )
+
+
 COMMANDS: dict[str, Command] = {
     "/whoami": Command(Role.USER, "/whoami - who you are here, and your role", whoami),
     "/model": Command(Role.DEVELOPER, "/model - list the models, or switch this chat's or the default", model),
@@ -181,6 +205,7 @@ COMMANDS: dict[str, Command] = {
     "/approve": Command(Role.ADMIN, "/approve CODE - let a user who asked to pair in", approve),
     "/stats": Command(Role.ADMIN, "/stats - today's usage", stats),
     "/status": Command(Role.ADMIN, "/status - policy, bindings, models", status),
+    "/reload": Command(Role.ADMIN, "/reload - apply the config file's access block again", reload),
 }
 # The handler's own commands (handler.py); /reset in a group is gated by the access gate.
 CORE_COMMANDS = ("/start", "/help", "/reset")

@@ -18,6 +18,9 @@ from aibot_core_llm.llm import ChatModel, Completion, LLMError
 log = logging.getLogger(__name__)
 
 RECENT_IDS = 200  # ids remembered for dedupe beyond what the history keeps
+# The answers kept for re-deliveries, in bytes: long answers would otherwise make a conversation's
+# state (memory on every replica that holds it, and its changelog record) grow with max_tokens.
+REMEMBERED_REPLY_BYTES = 32 * 1024
 
 HELP_TEXT = (
     "I am an AI assistant. Send me a message and I will answer; voice notes work too.\n\n"
@@ -135,8 +138,22 @@ def _answer(envelope: Envelope, state: ConversationState, text: str) -> Outcome:
     recent = [*state.recent_ids, envelope.id][-RECENT_IDS:]
     last = {k: v for k, v in state.last_replies.items() if k in recent[-20:]}
     last[envelope.id] = text
+    last = _within_bytes(last, REMEMBERED_REPLY_BYTES)
     new_state = state.model_copy(update={"recent_ids": recent, "last_replies": last})
     return Outcome(emit=[reply(envelope, text)], state=new_state)
+
+
+def _within_bytes(replies: dict[str, str], budget: int) -> dict[str, str]:
+    """The newest answers whose UTF-8 size fits the budget; the newest one always (its re-delivery
+    is the likely one)."""
+    kept: dict[str, str] = {}
+    for message_id, text in reversed(replies.items()):
+        size = len(text.encode())
+        if kept and size > budget:
+            break
+        kept[message_id] = text
+        budget -= size
+    return dict(reversed(kept.items()))
 
 
 async def _complete_with_retries(model: ChatModel, messages: list[dict[str, str]], attempts: int) -> Completion:
