@@ -36,6 +36,18 @@ docker_answers() {
   command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
 }
 
+# What this will do, said before doing it.
+echo "install.sh: installing ai-bot from $src:"
+[ "$staged" = 0 ] && ! id ai-bot >/dev/null 2>&1 && echo "  - a system user ai-bot (no login, home /var/lib/ai-bot)"
+echo "  - the sources into $home (its .venv is kept)"
+if docker_answers; then
+  echo "  - nothing else: Docker answers, so the service runs docker compose up (user ai-bot joins group docker)"
+else
+  echo "  - the services into $home/.venv with uv sync (no Docker engine answers)"
+fi
+echo "  - $etc/ai-bot.env and $etc/config.yaml, only where they do not exist yet"
+echo "  - the unit $unit_dir/ai-bot.service (also answers to ai-bot-service), enabled$([ "$start" = 1 ] && echo " and started")"
+
 # 1. The service user (no login, home = its state directory).
 if [ "$staged" = 0 ] && ! id ai-bot >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/ai-bot --no-create-home --shell /usr/sbin/nologin ai-bot

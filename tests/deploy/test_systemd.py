@@ -65,6 +65,8 @@ def test_unit_runs_the_start_script_as_a_dedicated_user_with_the_env_file() -> N
     assert env["AIBOT_STATE_DIR"] == "/var/lib/ai-bot"
     assert env["AIBOT_ENVIRONMENT"] == "production"
     assert dict(UNIT_SECTIONS["Install"])["WantedBy"] == "multi-user.target"
+    # `systemctl start ai-bot-service` (the design's name) as well as `systemctl start ai-bot`.
+    assert dict(UNIT_SECTIONS["Install"])["Alias"] == "ai-bot-service.service"
     assert "network-online.target" in dict(UNIT_SECTIONS["Unit"])["After"]
 
 

@@ -145,6 +145,45 @@ def feishu_sign(secret: str, timestamp: int) -> str:
     return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
 
 
+class DeliveryError(RuntimeError):
+    """A channel did not take a notification; the message says why (never a credential)."""
+
+
+async def deliver_feishu(http: httpx.AsyncClient, alerting: AlertingSettings, text: str) -> None:
+    """Post a text to the Feishu group custom bot, signed when a secret is set."""
+    if alerting.feishu_webhook_url is None:
+        raise DeliveryError("alerting.feishu_webhook_url is not set")
+    body: dict[str, Any] = {"msg_type": "text", "content": {"text": text}}
+    if alerting.feishu_secret is not None:
+        timestamp = int(time.time())
+        body |= {"timestamp": str(timestamp), "sign": feishu_sign(alerting.feishu_secret.get_secret_value(), timestamp)}
+    try:
+        response = await http.post(alerting.feishu_webhook_url.get_secret_value(), json=body)
+        answer = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise DeliveryError(f"feishu did not answer: {type(exc).__name__}") from None
+    # Feishu answers 200 with a non-zero code for a bad signature or a rate limit.
+    if response.status_code != 200 or answer.get("code", answer.get("StatusCode", 0)) != 0:
+        log.warning("feishu refused the alert: %s %s", response.status_code, answer)
+        raise DeliveryError(f"feishu refused: {answer.get('msg') or answer}")
+
+
+async def deliver_sms(http: httpx.AsyncClient, alerting: AlertingSettings, text: str) -> None:
+    """POST {"to": [...], "text": ...} to the SMS gateway with its bearer token."""
+    if not alerting.sms_gateway_url or not alerting.sms_to:
+        raise DeliveryError("alerting.sms_gateway_url and sms_to are not set")
+    headers = {"Authorization": f"Bearer {alerting.sms_token.get_secret_value()}"} if alerting.sms_token else {}
+    try:
+        response = await http.post(
+            alerting.sms_gateway_url, json={"to": alerting.sms_to, "text": text}, headers=headers
+        )
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"the SMS gateway did not answer: {type(exc).__name__}") from None
+    if response.status_code >= 300:
+        log.warning("the SMS gateway refused the alert: %s", response.status_code)
+        raise DeliveryError(f"the SMS gateway answered {response.status_code}")
+
+
 def relay_app(settings: Settings, client: httpx.AsyncClient | None = None) -> FastAPI:
     from contextlib import asynccontextmanager
 
@@ -167,25 +206,10 @@ def relay_app(settings: Settings, client: httpx.AsyncClient | None = None) -> Fa
     async def to_feishu(request: Request) -> dict[str, str]:
         if alerting.feishu_webhook_url is None:
             raise HTTPException(404, "alerting.feishu_webhook_url is not set")
-        body: dict[str, Any] = {
-            "msg_type": "text",
-            "content": {"text": alert_text(await request.json(), alerting.runbook_base_url)},
-        }
-        if alerting.feishu_secret is not None:
-            timestamp = int(time.time())
-            body |= {
-                "timestamp": str(timestamp),
-                "sign": feishu_sign(alerting.feishu_secret.get_secret_value(), timestamp),
-            }
         try:
-            response = await http.post(alerting.feishu_webhook_url.get_secret_value(), json=body)
-            answer = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise HTTPException(502, f"feishu did not answer: {type(exc).__name__}") from None
-        # Feishu answers 200 with a non-zero code for a bad signature or a rate limit.
-        if response.status_code != 200 or answer.get("code", answer.get("StatusCode", 0)) != 0:
-            log.warning("feishu refused the alert: %s %s", response.status_code, answer)
-            raise HTTPException(502, f"feishu refused: {answer.get('msg') or answer}")
+            await deliver_feishu(http, alerting, alert_text(await request.json(), alerting.runbook_base_url))
+        except DeliveryError as exc:
+            raise HTTPException(502, str(exc)) from None
         return {"status": "sent"}
 
     @app.post("/alerts/sms")
@@ -194,16 +218,10 @@ def relay_app(settings: Settings, client: httpx.AsyncClient | None = None) -> Fa
             raise HTTPException(404, "alerting.sms_gateway_url and sms_to are not set")
         # One SMS segment holds 70 Chinese characters: a short text, the runbook in the e-mail.
         text = alert_text(await request.json(), "", limit=300).split("\nRunbook:")[0]
-        headers = {"Authorization": f"Bearer {alerting.sms_token.get_secret_value()}"} if alerting.sms_token else {}
         try:
-            response = await http.post(
-                alerting.sms_gateway_url, json={"to": alerting.sms_to, "text": text}, headers=headers
-            )
-        except httpx.HTTPError as exc:
-            raise HTTPException(502, f"the SMS gateway did not answer: {type(exc).__name__}") from None
-        if response.status_code >= 300:
-            log.warning("the SMS gateway refused the alert: %s", response.status_code)
-            raise HTTPException(502, f"the SMS gateway answered {response.status_code}")
+            await deliver_sms(http, alerting, text)
+        except DeliveryError as exc:
+            raise HTTPException(502, str(exc)) from None
         return {"status": "sent"}
 
     return app

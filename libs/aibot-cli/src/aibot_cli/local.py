@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -38,6 +39,44 @@ FAKES_NEEDED = {
 FAKES_HINT = (
     "configure it, or install them with `uv sync --all-packages` (a checkout) or `pip install 'aibot-cli[fakes]'`"
 )
+
+
+STATE_FILE = "up.json"  # in the state dir: what `ai-bot up` runs, for `ai-bot status`, `lag` and the rest
+
+
+class PortInUse(ConfigError):
+    """A port a service of `ai-bot up` listens on is taken: one line naming it, exit status 2."""
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(state_dir: Path) -> dict[str, Any] | None:
+    """What a running `ai-bot up` recorded, or None when none runs (a stale file is ignored)."""
+    try:
+        state = json.loads((state_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or not pid_alive(int(state.get("pid", 0))):
+        return None
+    return state
 
 
 class FakesMissing(ConfigError):
@@ -68,6 +107,10 @@ class LocalStack:
 
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        running = read_state(self.state_dir)
+        if running is not None:
+            raise PortInUse(f"`ai-bot up` already runs here (pid {running['pid']}): `ai-bot status` shows it")
+        self._check_ports()
         logs = self.state_dir / "logs"
         logs.mkdir(exist_ok=True)
         self._kafka(logs)
@@ -81,7 +124,47 @@ class LocalStack:
         self.supervisor.start()
         self.log(f"starting services (logs in {logs}) ...")
         self.supervisor.wait_ready(120)
-        self.log("all services ready")
+        self._write_state()
+        self.log("all services ready (`ai-bot status` lists them)")
+
+    def _check_ports(self) -> None:
+        for spec in catalog.SERVICES:
+            if not self._runs(spec, before_start=True):
+                continue
+            for port in (spec.port, spec.admin_port):
+                if port is not None and port_in_use(port):
+                    raise PortInUse(
+                        f"port {port} ({spec.name}) is already in use: stop what listens there "
+                        f"(`ss -ltnp 'sport = :{port}'` names it), then run `ai-bot up` again"
+                    )
+
+    def _write_state(self) -> None:
+        assert self.supervisor is not None
+        state = {
+            "pid": os.getpid(),
+            "started": time.time(),
+            "kafka": self.env.get("AIBOT_KAFKA__BOOTSTRAP_SERVERS", self.settings.kafka.bootstrap_servers),
+            "embedded_broker": self.broker is not None,
+            "configured_kafka": self.settings.kafka.bootstrap_servers,
+            "telegram_fake": self.telegram_fake_url,
+            "services": [
+                {
+                    "name": p.name,
+                    "port": p.port,
+                    "admin_port": catalog.service(p.name).admin_port,
+                    "pid": p.process.pid if p.process else None,
+                }
+                for p in self.supervisor.processes
+            ],
+            "fakes": [{"pid": f.pid, "args": f.args[3:] if isinstance(f.args, list) else []} for f in self.fakes],
+        }
+        path = self.state_dir / STATE_FILE
+        path.write_text(json.dumps(state, indent=2, default=str))
+
+    def refresh_state(self) -> None:
+        """After a restart the pids changed: keep the state file true."""
+        if self.supervisor is not None and (self.state_dir / STATE_FILE).exists():
+            self._write_state()
 
     def _storage(self) -> None:
         """Archives of the local run go beside its logs, not into the folder it was started from."""
@@ -90,13 +173,14 @@ class LocalStack:
             self.env["AIBOT_STORAGE__PATH"] = str(self.state_dir / "storage")
             self.log(f"archive: {self.state_dir / 'storage'} (ai-bot archive ls)")
 
-    def _runs(self, spec: catalog.ServiceSpec) -> bool:
+    def _runs(self, spec: catalog.ServiceSpec, before_start: bool = False) -> bool:
         """Which services of the catalog this host runs: Telegram always (the terminal chat goes
         through it, real or fake), Feishu when configured, the asr-worker when a speech model is."""
         if spec.platform == "feishu":
             return self.settings.feishu.enabled
         if spec.name == "asr-worker":
-            return self.with_voice
+            # Before the models are read, count it in when a speech model is configured.
+            return any(m.type == "asr" for m in self.settings.models) if before_start else self.with_voice
         return True
 
     def _kafka(self, logs: Path) -> None:
@@ -169,10 +253,17 @@ class LocalStack:
     def watch(self) -> None:
         """Restart any service that dies, until interrupted (what systemd/Kubernetes would do)."""
         assert self.supervisor is not None
-        for process in self.supervisor.restart_crashed():
+        restarted = self.supervisor.restart_crashed()
+        for process in restarted:
             self.log(f"{process.name} exited; restarted it (restart #{process.restarts})")
+        if restarted:
+            self.refresh_state()
 
     def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            state = json.loads((self.state_dir / STATE_FILE).read_text())
+            if state.get("pid") == os.getpid():
+                (self.state_dir / STATE_FILE).unlink()
         if self.supervisor:
             self.supervisor.stop()
         for fake in self.fakes:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 import time
 
@@ -29,6 +31,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        # A second Ctrl-C while the services stop would leave them half-stopped and print a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("stopping ...", flush=True)
         stack.stop()
 
 
@@ -162,13 +167,48 @@ def build_parser() -> argparse.ArgumentParser:
     from aibot_cli.alerts import add_parser as add_alerts
 
     add_alerts(sub)
+    from aibot_cli.onboard import add_parser as add_onboard
+
+    add_onboard(sub)
+    from aibot_cli.doctor import add_parser as add_doctor
+
+    add_doctor(sub)
+    from aibot_cli.webhook import add_parser as add_webhook
+
+    add_webhook(sub)
+    from aibot_cli.status import add_parser as add_status
+
+    add_status(sub)
     return parser
+
+
+# Commands that talk to the broker: pointed at the one a running `ai-bot up` uses when no broker is named.
+BROKER_COMMANDS = {"lag", "dlq", "topics", "forget", "admin", "doctor"}
+
+
+def use_local_broker(command: str) -> None:
+    """`ai-bot up` may have started the embedded broker on a free port: the other commands find it in
+    its state file, so `ai-bot lag` works without a port. Another broker named in the environment wins."""
+    from aibot_cli.local import default_state_dir, read_state
+
+    if command not in BROKER_COMMANDS:
+        return
+    state = read_state(default_state_dir())
+    if state is None or not state.get("embedded_broker"):
+        return
+    named = os.environ.get("AIBOT_KAFKA__BOOTSTRAP_SERVERS")
+    # The broker named here is the one that did not answer when `ai-bot up` started: use its stand-in.
+    if named is None or named == state.get("configured_kafka"):
+        os.environ["AIBOT_KAFKA__BOOTSTRAP_SERVERS"] = str(state["kafka"])
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
+        use_local_broker(args.command)
         sys.exit(args.func(args))
     except ConfigError as exc:
         print(f"ai-bot: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
