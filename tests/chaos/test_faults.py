@@ -18,7 +18,7 @@ from aibot_cli.dlq import Filter, read_dead_letters
 from aibot_common.kafka import connection_kwargs
 from aibot_common.settings import FailoverSettings, KafkaSettings
 from aibot_common.topics import INBOUND, OUTBOUND_TELEGRAM, REPLIES
-from tests.chaos.conftest import ChaosPipeline, Report, start_pipeline
+from tests.chaos.conftest import SEND_INTERVAL_S, ChaosPipeline, Report, start_pipeline
 
 pytestmark = [pytest.mark.chaos]
 
@@ -31,10 +31,12 @@ MID_SEND_WINDOW_S = 3.0
 # is "for a minute"; 30 s (twice the renderer's ~15 s of send attempts, so a reply that used them up
 # would be lost) keeps `make chaos` near ten minutes. AIBOT_CHAOS_FAULT_S=60 runs the full minute.
 FAULT_S = float(os.environ.get("AIBOT_CHAOS_FAULT_S", "30"))
-# The user hears an answer or the apology within the failover deadline; the rest is the pipeline's
-# own latency on a loaded two-core machine (ingress, Kafka, renderer).
+# The user hears an answer or the apology within the failover deadline, plus: the apologies of the
+# messages a chat sent while its first request waited come out together, and Telegram takes one a
+# second per chat (ANSWER_DEADLINE_S / SEND_INTERVAL_S of them); plus the pipeline's own latency on
+# a loaded two-core machine (RECOVERY_LIMIT_S).
 ANSWER_DEADLINE_S = FailoverSettings().answer_deadline_s
-PIPELINE_SLACK_S = 10.0
+PIPELINE_SLACK_S = ANSWER_DEADLINE_S / SEND_INTERVAL_S + RECOVERY_LIMIT_S
 TELEGRAM_SENDS = ["sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction", "deleteMessage"]
 FEISHU_SENDS = ["send", "reply", "card_create", "card_content", "card_settings", "card_update"]
 
@@ -144,7 +146,7 @@ async def test_model_failing_for_a_while(single: ChaosPipeline) -> None:
 
 
 @pytest.mark.parametrize("status", [429, 503])
-@pytest.mark.timeout(300 + 2 * FAULT_S)  # the fault, then the backlog it built drains
+@pytest.mark.timeout(300 + 4 * FAULT_S)  # the fault, then the backlog it built drains
 async def test_every_platform_call_failing_for_a_while(single: ChaosPipeline, status: int) -> None:
     """Telegram's and Feishu's every send answering 429 (with Retry-After) or 503 for FAULT_S: the
     renderer waits it out (a 429 as back-pressure, a 5xx as an outage) and, once the platforms answer
@@ -167,10 +169,17 @@ async def test_every_platform_call_failing_for_a_while(single: ChaosPipeline, st
     await asyncio.sleep(FAULT_S)
     over_at = time.time()
     refused = sum(1 for c in single.telegram.calls[refused_before:] if "error" in c and c["time"] < over_at)
-    recovery = await single.load.wait_recovered(over_at)
+    recovery = await single.load.wait_recovered(over_at, timeout_s=RECOVERY_LIMIT_S + 3 * FAULT_S)
     report = await single.load.settle(started, timeout_s=120 + FAULT_S)
     report.recovery_s = recovery
-    _assert(report, f"platforms answering {status} for {FAULT_S:.0f}s")
+    _assert(report, f"platforms answering {status} for {FAULT_S:.0f}s", recovery=False)
+    # Not the 10 s of a restart: each chat has FAULT_S / SEND_INTERVAL_S replies queued, and Telegram
+    # allows a chat one message a second while it keeps asking one every two, so its backlog drains
+    # at a net half a message a second: FAULT_S seconds; the held replies' own retries (every 3 s on
+    # a 429, up to every 5 s in an outage) contend for that same per-chat budget, and a starved
+    # two-core machine adds more. What must not happen is a partition left behind: some chat not
+    # answered again within three times the outage.
+    assert recovery is not None, "some chat was never answered again: a stuck partition"
     assert refused > 0, "no platform call was refused: the fault was not injected"
     assert report.apologised == 0, "the model was fine: no user should have been apologised to"
 
