@@ -7,6 +7,7 @@ during the fault, lost, duplicated, apologised for, and the time until every cha
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -15,9 +16,9 @@ from aiokafka import AIOKafkaProducer
 
 from aibot_cli.dlq import Filter, read_dead_letters
 from aibot_common.kafka import connection_kwargs
-from aibot_common.settings import KafkaSettings
+from aibot_common.settings import FailoverSettings, KafkaSettings
 from aibot_common.topics import INBOUND, OUTBOUND_TELEGRAM, REPLIES
-from tests.chaos.conftest import ChaosPipeline, Report, start_pipeline
+from tests.chaos.conftest import SEND_INTERVAL_S, ChaosPipeline, Report, start_pipeline
 
 pytestmark = [pytest.mark.chaos]
 
@@ -26,11 +27,23 @@ STEADY_S = 4.0  # load before the fault, so it strikes mid-work
 # A send's answer, then its changelog record acknowledged (acks=all): under a load average of 8-10 on
 # two cores, seen to take more than a second.
 MID_SEND_WINDOW_S = 3.0
+# How long the platform outages and the model's slow and unreachable spells last. The issue's fault
+# is "for a minute"; 30 s (twice the renderer's ~15 s of send attempts, so a reply that used them up
+# would be lost) keeps `make chaos` near ten minutes. AIBOT_CHAOS_FAULT_S=60 runs the full minute.
+FAULT_S = float(os.environ.get("AIBOT_CHAOS_FAULT_S", "30"))
+# The user hears an answer or the apology within the failover deadline, plus: the apologies of the
+# messages a chat sent while its first request waited come out together, and Telegram takes one a
+# second per chat (ANSWER_DEADLINE_S / SEND_INTERVAL_S of them); plus the pipeline's own latency on
+# a loaded two-core machine (RECOVERY_LIMIT_S).
+ANSWER_DEADLINE_S = FailoverSettings().answer_deadline_s
+PIPELINE_SLACK_S = ANSWER_DEADLINE_S / SEND_INTERVAL_S + RECOVERY_LIMIT_S
+TELEGRAM_SENDS = ["sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction", "deleteMessage"]
+FEISHU_SENDS = ["send", "reply", "card_create", "card_content", "card_settings", "card_update"]
 
 
 @pytest.fixture(scope="module")
 async def single() -> AsyncIterator[ChaosPipeline]:
-    async for pipeline in start_pipeline(brokers=1):
+    async for pipeline in start_pipeline(brokers=1, platforms=True):
         yield pipeline
 
 
@@ -63,7 +76,7 @@ def _assert(report: Report, fault: str, recovery: bool = True, mid_send_at: floa
         assert report.recovery_s - (report.ready_s or 0.0) <= RECOVERY_LIMIT_S, report.line(fault)
 
 
-@pytest.mark.parametrize("service", ["core-llm", "renderer", "ingress-telegram"])
+@pytest.mark.parametrize("service", ["core-llm", "renderer", "ingress-telegram", "ingress-feishu", "asr-worker"])
 async def test_kill_9_each_service_and_restart(single: ChaosPipeline, service: str) -> None:
     started = time.time()
     single.load.start()
@@ -130,6 +143,81 @@ async def test_model_failing_for_a_while(single: ChaosPipeline) -> None:
     report.recovery_s = recovery
     _assert(report, "model answering 503 for a while")
     assert report.apologised > 0, "the failures never reached a user: the fault was not injected"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.timeout(300 + 4 * FAULT_S)  # the fault, then the backlog it built drains
+async def test_every_platform_call_failing_for_a_while(single: ChaosPipeline, status: int) -> None:
+    """Telegram's and Feishu's every send answering 429 (with Retry-After) or 503 for FAULT_S: the
+    renderer waits it out (a 429 as back-pressure, a 5xx as an outage) and, once the platforms answer
+    again, every reply goes out once, in order, with no partition left behind."""
+    assert single.feishu is not None
+    started = time.time()
+    single.load.start()
+    await asyncio.sleep(STEADY_S)
+    if status == 429:
+        single.telegram.fail_for(
+            TELEGRAM_SENDS, FAULT_S, error_code=429, description="Too Many Requests: retry after 3", retry_after=3
+        )
+        single.feishu.fail_for(
+            FEISHU_SENDS, FAULT_S, code=99991400, msg="request trigger frequency limit", http_status=429, retry_after=3
+        )
+    else:
+        single.telegram.fail_for(TELEGRAM_SENDS, FAULT_S, error_code=502, description="Bad Gateway")
+        single.feishu.fail_for(FEISHU_SENDS, FAULT_S, code=1500, msg="internal error", http_status=503)
+    refused_before = len(single.telegram.calls)
+    await asyncio.sleep(FAULT_S)
+    over_at = time.time()
+    refused = sum(1 for c in single.telegram.calls[refused_before:] if "error" in c and c["time"] < over_at)
+    recovery = await single.load.wait_recovered(over_at, timeout_s=RECOVERY_LIMIT_S + 3 * FAULT_S)
+    report = await single.load.settle(started, timeout_s=120 + FAULT_S)
+    report.recovery_s = recovery
+    _assert(report, f"platforms answering {status} for {FAULT_S:.0f}s", recovery=False)
+    # Not the 10 s of a restart: each chat has FAULT_S / SEND_INTERVAL_S replies queued, and Telegram
+    # allows a chat one message a second while it keeps asking one every two, so its backlog drains
+    # at a net half a message a second: FAULT_S seconds; the held replies' own retries (every 3 s on
+    # a 429, up to every 5 s in an outage) contend for that same per-chat budget, and a starved
+    # two-core machine adds more. What must not happen is a partition left behind: some chat not
+    # answered again within three times the outage.
+    assert recovery is not None, "some chat was never answered again: a stuck partition"
+    assert refused > 0, "no platform call was refused: the fault was not injected"
+    assert report.apologised == 0, "the model was fine: no user should have been apologised to"
+
+
+@pytest.mark.timeout(300 + 3 * FAULT_S)  # two faults of FAULT_S each, then the backlog drains
+async def test_model_slow_then_unreachable_for_a_while(single: ChaosPipeline) -> None:
+    """The model answering after longer than its timeout for FAULT_S, then its server gone
+    (connection refused) for FAULT_S: every user hears the answer or the apology within the
+    failover deadline, nothing is lost, and answers flow again once the model is back."""
+    started = time.time()
+    single.load.start()
+    await asyncio.sleep(STEADY_S)
+    single.llm.latency_s = 15.0  # the chaos pipeline's model times out after 10 s
+    try:
+        await asyncio.sleep(FAULT_S)
+    finally:
+        single.llm.latency_s = 0.0
+    server = single.llm.server
+    assert server is not None
+    port = server.port
+    await single.llm.stop()  # nothing listens on the port: connection refused
+    try:
+        await asyncio.sleep(FAULT_S)
+    finally:
+        await single.llm.start(port=port)  # the same address: the services were told this one
+    back_at = time.time()
+    recovery = await single.load.wait_recovered(back_at, timeout_s=60)
+    report = await single.load.settle(started, timeout_s=120)
+    report.recovery_s = recovery
+    worst = single.load.worst_wait_s(started)
+    # The breaker may keep the model off for breaker_open_s after it is back: answers flow again
+    # within that and the deadline of the trial request, not within the usual 10 s.
+    failover = FailoverSettings()
+    _assert(report, f"model slow {FAULT_S:.0f}s, then refused {FAULT_S:.0f}s", recovery=False)
+    print(f"CHAOS   slowest answer or apology during the model faults: {worst:.1f}s")
+    assert report.apologised > 0, "no user was apologised to: the fault was not injected"
+    assert worst <= ANSWER_DEADLINE_S + PIPELINE_SLACK_S, f"a user waited {worst:.1f}s"
+    assert recovery is not None and recovery <= failover.breaker_open_s + ANSWER_DEADLINE_S, recovery
 
 
 async def test_poison_record_in_each_topic_is_dead_lettered(single: ChaosPipeline) -> None:

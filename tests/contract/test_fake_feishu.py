@@ -311,6 +311,18 @@ async def test_injected_rate_limit_carries_the_gateway_headers(fake: FakeFeishu)
         assert (await http.post("/open-apis/im/v1/messages", **args)).json()["code"] == 0
 
 
+async def test_a_failure_window_fails_every_call_until_it_ends(fake: FakeFeishu) -> None:
+    fake.fail_for(["send"], 0.5, code=1500, msg="internal error", http_status=503)
+    async with httpx.AsyncClient(base_url=fake.url) as http:
+        token = await _token(http, fake)  # "token" is not in the window
+        body = {"receive_id": "oc_w", "msg_type": "text", "content": json.dumps({"text": "x"})}
+        args = {"params": {"receive_id_type": "chat_id"}, "json": body, "headers": {"Authorization": f"Bearer {token}"}}
+        for _ in range(3):
+            assert (await http.post("/open-apis/im/v1/messages", **args)).status_code == 503
+        await asyncio.sleep(0.6)
+        assert (await http.post("/open-apis/im/v1/messages", **args)).json()["code"] == 0
+
+
 def test_runs_as_a_process_and_prints_its_url() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "aibot_fakes", "feishu", "--port", "0"],

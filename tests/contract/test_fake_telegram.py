@@ -200,6 +200,23 @@ async def test_injected_flood_error_carries_retry_after(fake: FakeTelegram, bot:
     assert fake.calls[-2]["error"]["parameters"] == {"retry_after": 5}
 
 
+async def test_a_failure_window_fails_every_call_until_it_ends(fake: FakeTelegram, bot: Bot) -> None:
+    fake.fail_for(["sendMessage"], 0.5, error_code=429, description="Too Many Requests: retry after 1", retry_after=1)
+    for _ in range(3):  # not a count: every call in the window
+        with pytest.raises(RetryAfter, match="Retry in 1"):
+            await bot.send_message(42, "hello")
+    assert (await bot.send_chat_action(42, "typing")) is True  # other methods are untouched
+    await asyncio.sleep(0.6)
+    assert (await bot.send_message(42, "hello")).text == "hello"
+
+
+async def test_a_429_carries_the_retry_after_header(fake: FakeTelegram) -> None:
+    fake.fail_next("sendMessage", error_code=429, description="Too Many Requests: retry after 5", retry_after=5)
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(f"{fake.url}/bot{fake.token}/sendMessage", json={"chat_id": 42, "text": "x"})
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "5"
+
+
 async def test_edit_message_text(fake: FakeTelegram, bot: Bot) -> None:
     message = await bot.send_message(42, "draft")
     edited = await bot.edit_message_text("final", chat_id=42, message_id=message.message_id)

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka.errors import KafkaTimeoutError
 
 from aibot_common.envelope import Conversation, Envelope, Kind, Platform, TextPart
-from aibot_common.errors import InvalidMessage, Retryable
+from aibot_common.errors import InvalidMessage, Retryable, Unavailable
 from aibot_common.outcome import Outcome
 from aibot_common.runner import Consumed, StageRunner
 from aibot_common.settings import KafkaSettings
@@ -151,3 +151,34 @@ async def test_invalid_messages_and_records_that_are_no_envelope_are_dead_letter
     await _runner(handler, producer)._attempt(_record(b"{not json"))
     assert calls == 1
     assert producer.sent == [(DEAD_LETTERS.name, MESSAGE.to_bytes()), (DEAD_LETTERS.name, b"{not json")]
+
+
+async def test_an_outage_is_waited_out_without_using_up_the_attempts(monkeypatch: Any) -> None:
+    # Sleeps return at once: the point is how many tries the runner makes, not the wall clock.
+    async def no_wait(_: float) -> None:
+        return None
+
+    monkeypatch.setattr("aibot_common.runner.asyncio.sleep", no_wait)
+    calls = 0
+
+    async def handler(envelope: Envelope, state: Any) -> Outcome:
+        nonlocal calls
+        calls += 1
+        if calls <= 20:  # far more failures than the 3 attempts: a platform down for a while
+            raise Unavailable("platform answering 503")
+        return Outcome(emit=[_reply(envelope)])
+
+    producer = _Producer()
+    await _runner(handler, producer, attempts=3)._attempt(_record())
+    assert calls == 21 and producer.topics() == [REPLIES.name]
+
+
+async def test_an_outage_past_outage_max_s_is_dead_lettered() -> None:
+    async def handler(envelope: Envelope, state: Any) -> Outcome:
+        raise Unavailable("platform answering 503")
+
+    producer = _Producer()
+    runner = _runner(handler, producer, attempts=2)
+    runner._outage_max_s = 0.0  # no outage is waited out: the plain attempts apply
+    await runner._attempt(_record())
+    assert producer.topics() == [DEAD_LETTERS.name]

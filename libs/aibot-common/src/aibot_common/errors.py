@@ -19,6 +19,13 @@ class Retryable(Exception):
         self.retry_after = retry_after
 
 
+class Unavailable(Retryable):
+    """The far end itself is down (a 5xx, a refused connection, a timeout), not this record: every
+    record would fail alike, so waiting out the outage does not use up the record's attempts, or a
+    platform down for a minute would dead-letter every answer of that minute. Bounded all the same
+    by the stage's `outage_max_s`."""
+
+
 class InvalidMessage(Exception):
     """Never retry: the record itself is bad (schema error, poison audio). It goes to dead letters."""
 

@@ -35,7 +35,13 @@ from pydantic import ValidationError
 
 from aibot_common import telemetry
 from aibot_common.envelope import Envelope
-from aibot_common.errors import DEAD_LETTERS_PER_MINUTE, DeadLetterLimitExceeded, InvalidMessage, Retryable
+from aibot_common.errors import (
+    DEAD_LETTERS_PER_MINUTE,
+    DeadLetterLimitExceeded,
+    InvalidMessage,
+    Retryable,
+    Unavailable,
+)
 from aibot_common.kafka import OutRecord, dead_letter, send_all
 from aibot_common.outcome import Handler, Streams
 from aibot_common.state import ChangelogTable
@@ -43,6 +49,9 @@ from aibot_common.topics import Topic, route
 
 log = logging.getLogger(__name__)
 
+# During an outage a record is retried at least this often, so that its partition resumes within
+# seconds of the far end's return (not after the usual backoff's 30 s cap).
+OUTAGE_RETRY_MAX_S = 5.0
 MAX_THROTTLED_WAITS = 100  # a bound all the same: a server that only ever says "later" is a failure
 
 
@@ -121,6 +130,7 @@ class StageRunner:
         attempts: int = 5,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        outage_max_s: float = 600.0,
         dlq_limit_per_minute: int = DEAD_LETTERS_PER_MINUTE,
         drain_timeout_s: float = 30.0,
         on_assignment: Callable[[float], None] | None = None,
@@ -137,6 +147,7 @@ class StageRunner:
         self._attempts = attempts
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
+        self._outage_max_s = outage_max_s
         self._dlq_limit = dlq_limit_per_minute
         self._drain_timeout_s = drain_timeout_s
         # Told this replica's share (0..1) of its topics' partitions after every rebalance, so a
@@ -289,6 +300,8 @@ class StageRunner:
     async def _attempt(self, record: Consumed) -> None:
         attempt = 0
         throttled = 0
+        outage_since: float | None = None  # the first Unavailable of this record's current outage
+        outage_waits = 0
         while True:
             attempt += 1
             try:
@@ -306,6 +319,20 @@ class StageRunner:
                     log.warning("throttled on %s record, waiting %.1fs: %s", record.topic, exc.retry_after, exc)
                     await asyncio.sleep(exc.retry_after)
                     continue
+                if isinstance(exc, Unavailable):
+                    now = time.monotonic()
+                    outage_since = now if outage_since is None else outage_since
+                    if now - outage_since < self._outage_max_s:
+                        # The far end is down, not this record: wait it out without using up the
+                        # attempts; the partition resumes in order once it answers again.
+                        attempt -= 1
+                        outage_waits += 1
+                        delay = min(OUTAGE_RETRY_MAX_S, self._backoff_base_s * 2 ** min(outage_waits - 1, 6))
+                        log.warning(
+                            "%s unavailable, retrying %s record in %.1fs: %s", self.stage, record.topic, delay, exc
+                        )
+                        await asyncio.sleep(delay)
+                        continue
                 if attempt >= self._attempts:
                     await self._dead_letter(record, exc, f"gave up after {attempt} attempts: {exc}")
                     return

@@ -148,6 +148,9 @@ class RendererSettings(_Section):
     show_transcript: bool = Field(default=True, description="Quote what was heard above a voice answer.")
     max_in_flight: int = Field(default=512, ge=1)
     send_attempts: int = Field(default=6, ge=1)
+    # A platform answering 5xx or unreachable is waited out this long before a reply is dead-lettered:
+    # every reply of the outage would fail alike, and the send attempts alone last about 15 s.
+    outage_max_s: float = Field(default=600.0, gt=0, description="Longest platform outage a reply waits out.")
 
 
 class StreamingSettings(_Section):

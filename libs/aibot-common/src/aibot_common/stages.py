@@ -26,6 +26,8 @@ class Stage:
     handler: Handler | Streams
     max_in_flight: int = 512
     attempts: int = 5
+    # How long a record waits out its far end's outage (Unavailable) before it may be dead-lettered.
+    outage_max_s: float = 600.0
     # State co-partitioned with the input: restored before a partition's first record is handled.
     table: ChangelogTable | None = None
     # This replica's share of the stage's partitions after each rebalance (see StageRunner).
@@ -52,6 +54,7 @@ async def running_stages(
                 table=stage.table,
                 max_in_flight=stage.max_in_flight,
                 attempts=stage.attempts,
+                outage_max_s=stage.outage_max_s,
                 on_assignment=stage.on_assignment,
             )
         )

@@ -22,7 +22,7 @@ import json
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +139,8 @@ class FakeFeishu(PlatformFake):
         self._messages: dict[str, _Message] = {}
         self._uuids: dict[str, tuple[float, dict[str, Any]]] = {}
         self._failures: dict[str, deque[FeishuApiError]] = {}
+        # (until, apis, error): every call of those apis fails so until `until` (time.monotonic()).
+        self._failure_windows: list[tuple[float, frozenset[str], FeishuApiError]] = []
         self._sent_changed = asyncio.Event()
         self.cardkit = CardKit()
         self.app = self._build_app()
@@ -502,6 +504,27 @@ class FakeFeishu(PlatformFake):
             for _ in range(times)
         )
 
+    def fail_for(
+        self,
+        apis: Iterable[str],
+        seconds: float,
+        *,
+        code: int,
+        msg: str = "",
+        http_status: int = 400,
+        retry_after: int | None = None,
+    ) -> None:
+        """Every call of `apis` fails so for the next `seconds` (an outage, or a long rate limit with
+        the gateway's headers when retry_after is given), however many calls are made meanwhile."""
+        headers = {"x-ogw-ratelimit-limit": "5", "x-ogw-ratelimit-reset": str(retry_after)} if retry_after else {}
+        error = FeishuApiError(code, msg or f"injected failure {code}", http_status=http_status, headers=headers)
+        self._failure_windows.append((time.monotonic() + seconds, frozenset(apis), error))
+
+    def _window_failure(self, api: str) -> FeishuApiError | None:
+        now = time.monotonic()
+        self._failure_windows = [w for w in self._failure_windows if w[0] > now]
+        return next((error for _, apis, error in self._failure_windows if api in apis), None)
+
     def expire_tokens(self) -> None:
         """Every tenant token issued so far stops working now (as if it had expired)."""
         for token in self._tokens:
@@ -608,6 +631,9 @@ class FakeFeishu(PlatformFake):
                 except ValueError:
                     raise FeishuApiError(9499, "Bad Request: body is not JSON") from None
                 call["body"] = body
+            window = self._window_failure(api)
+            if window is not None:
+                raise window
             failures = self._failures.get(api)
             if failures:
                 raise failures.popleft()

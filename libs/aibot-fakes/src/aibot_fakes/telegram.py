@@ -14,7 +14,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +144,8 @@ class FakeTelegram(PlatformFake):
         self._files_by_path: dict[str, _StoredFile] = {}
         self._callback_queries: dict[str, bool] = {}  # id -> answered
         self._failures: dict[str, deque[ApiError]] = {}
+        # (until, lower-case methods, error): every call of those methods fails so until `until`.
+        self._failure_windows: list[tuple[float, frozenset[str], ApiError]] = []
 
         self._methods: dict[str, tuple[str, Handler]] = {}
         for name, handler in {
@@ -550,6 +552,26 @@ class FakeTelegram(PlatformFake):
         queue = self._failures.setdefault(method.lower(), deque())
         queue.extend(ApiError(error_code, description, parameters) for _ in range(times))
 
+    def fail_for(
+        self,
+        methods: Iterable[str],
+        seconds: float,
+        *,
+        error_code: int,
+        description: str,
+        retry_after: int | None = None,
+    ) -> None:
+        """Every call of `methods` fails so for the next `seconds`: an outage or a long flood ban, not
+        a count of bad answers (how many calls a client makes in that time is its own business)."""
+        parameters = {"retry_after": retry_after} if retry_after is not None else None
+        error = ApiError(error_code, description, parameters)
+        self._failure_windows.append((time.monotonic() + seconds, frozenset(m.lower() for m in methods), error))
+
+    def _window_failure(self, method: str) -> ApiError | None:
+        now = time.monotonic()
+        self._failure_windows = [w for w in self._failure_windows if w[0] > now]
+        return next((error for _, methods, error in self._failure_windows if method in methods), None)
+
     # ------------------------------------------------------------------ HTTP
 
     def _build_app(self) -> FastAPI:
@@ -584,6 +606,9 @@ class FakeTelegram(PlatformFake):
         try:
             params = await read_params(request)
             call["params"] = _jsonable(params)
+            window = self._window_failure(name.lower())
+            if window is not None:
+                raise window
             failures = self._failures.get(name.lower())
             if failures:
                 raise failures.popleft()
@@ -594,7 +619,10 @@ class FakeTelegram(PlatformFake):
             result = await handler(params)
         except ApiError as exc:
             call["error"] = exc.body()
-            return JSONResponse(exc.body(), status_code=exc.error_code)
+            # Telegram's 429 names the wait in the body and, as HTTP clients expect, in Retry-After.
+            retry_after = (exc.parameters or {}).get("retry_after")
+            headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+            return JSONResponse(exc.body(), status_code=exc.error_code, headers=headers)
         if isinstance(result, _Described):
             return JSONResponse({"ok": True, "result": result.result, "description": result.description})
         return JSONResponse({"ok": True, "result": result})

@@ -87,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
                         handler=make_sender(sender),
                         max_in_flight=settings.renderer.max_in_flight,
                         attempts=settings.renderer.send_attempts,
+                        outage_max_s=settings.renderer.outage_max_s,
                         table=delivered,
                         # The overall flood limit is the bot's, shared by every replica: split by ownership.
                         on_assignment=getattr(sender, "set_share", None),

@@ -35,7 +35,7 @@ from telegram.error import BadRequest, ChatMigrated, Forbidden, InvalidToken, Ne
 
 from aibot_common import telemetry
 from aibot_common.envelope import ChatType, Envelope, TextPart
-from aibot_common.errors import InvalidMessage, Retryable
+from aibot_common.errors import InvalidMessage, Retryable, Unavailable
 from aibot_common.platforms.telegram import POOL_SIZE
 from aibot_common.settings import TelegramConfig
 from aibot_renderer.limits import PerChatLimiter
@@ -194,7 +194,7 @@ class TelegramSender:
         except (Forbidden, InvalidToken) as exc:
             raise InvalidMessage(f"telegram refused delivery: {exc}") from exc
         except NetworkError as exc:  # timeouts, connection errors and 5xx
-            raise Retryable(f"telegram unavailable: {exc}") from exc
+            raise Unavailable(f"telegram unavailable: {exc}") from exc
         except TelegramError as exc:
             raise InvalidMessage(f"telegram error: {exc}") from exc
 

@@ -67,7 +67,7 @@ from lark_oapi.core.token.create_token_request_body import CreateTokenRequestBod
 from opentelemetry.trace import SpanKind
 
 from aibot_common import telemetry
-from aibot_common.errors import InvalidMessage, Retryable
+from aibot_common.errors import InvalidMessage, Retryable, Unavailable
 from aibot_common.settings import ConfigError, FeishuConfig
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,10 @@ class FeishuRetryable(Retryable):
         super().__init__(message, retry_after=retry_after)
         self.code = code
         self.http_status = http_status
+
+
+class FeishuUnavailable(FeishuRetryable, Unavailable):
+    """Feishu itself is down or unreachable (5xx, connection error, timeout): waited out, see Unavailable."""
 
 
 class FeishuRejected(InvalidMessage):
@@ -173,6 +177,8 @@ def classify(method: str, status: int, code: int | None, msg: str, headers: Any 
     if code in INVALID_TOKEN_CODES:
         return FeishuRetryable(f"{what}: token still refused after a refresh", code=code, http_status=status)
     if status >= 500 or (code is not None and classify_error(code, msg).retryable):
+        if status >= 500:
+            return FeishuUnavailable(f"{what}: Feishu unavailable", code=code, http_status=status)
         return FeishuRetryable(f"{what}: Feishu unavailable", code=code, http_status=status)
     return FeishuRejected(what, code=code, http_status=status)
 
@@ -388,10 +394,10 @@ class FeishuClient:
                     raw = await _execute(self._api, self._sdk, request, option)
             except httpx.TimeoutException as exc:
                 _count(method, "timeout")
-                raise FeishuRetryable(f"feishu {method}: timed out") from exc
+                raise FeishuUnavailable(f"feishu {method}: timed out") from exc
             except httpx.HTTPError as exc:
                 _count(method, "network")
-                raise FeishuRetryable(f"feishu {method}: {type(exc).__name__}") from exc
+                raise FeishuUnavailable(f"feishu {method}: {type(exc).__name__}") from exc
             answer = _json_body(raw.content)
             code = answer.get("code") if isinstance(answer.get("code"), int) else None
             _count(method, code if code is not None else raw.status_code)
