@@ -134,15 +134,20 @@ async def test_model_failing_for_a_while(single: ChaosPipeline) -> None:
     started = time.time()
     single.load.start()
     await asyncio.sleep(STEADY_S)
-    single.llm.fail_next(status=503, times=150)  # some seconds of every model call failing
-    failing_from = time.time()
-    while single.llm._failures and time.time() - failing_from < 60:
-        await asyncio.sleep(0.2)
-    recovery = await single.load.wait_recovered(time.time())
+    single.llm.fail_next(status=503, times=100_000)  # every model call failing, until it is back
+    await asyncio.sleep(FAULT_S)
+    # The model is back. Its breaker (open after 3 failures) lets one trial through every
+    # breaker_open_s, so a count of failures would drain only one per trial: the outage is timed.
+    single.llm._failures.clear()
+    back_at = time.time()
+    breaker_open_s = FailoverSettings().breaker_open_s
+    recovery = await single.load.wait_recovered(back_at, timeout_s=breaker_open_s + RECOVERY_LIMIT_S + 30)
     report = await single.load.settle(started)
     report.recovery_s = recovery
-    _assert(report, "model answering 503 for a while")
+    _assert(report, f"model answering 503 for {FAULT_S:.0f}s", recovery=False)
     assert report.apologised > 0, "the failures never reached a user: the fault was not injected"
+    # Answers again once the breaker's next trial finds the model answering.
+    assert recovery is not None and recovery <= breaker_open_s + RECOVERY_LIMIT_S, report.line("model 503")
 
 
 @pytest.mark.parametrize("status", [429, 503])
