@@ -23,7 +23,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from text_pipeline import text_pipeline
 
-from aibot_cli.supervisor import Supervisor
 from aibot_common.testing.broker import free_port, test_broker
 
 HERE = Path(__file__).resolve().parent
@@ -148,25 +147,14 @@ class Measured:
 
 @contextmanager
 def product(fakes: Fakes, bootstrap: str, args: argparse.Namespace) -> Iterator[dict[str, int]]:
-    ingress_port = free_port()
-    env = {
-        "AIBOT_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "AIBOT_TELEGRAM__BOT_TOKEN": fakes.token,
-        "AIBOT_TELEGRAM__API_BASE_URL": fakes.telegram,
-        "AIBOT_TELEGRAM__WEBHOOK__URL": f"http://127.0.0.1:{ingress_port}/telegram/webhook",
-        "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN": "bench-secret",
-        "AIBOT_TELEGRAM__MESSAGES_PER_SECOND": str(args.telegram_rate),
-        "AIBOT_MODELS": json.dumps([{"name": "fake", "type": "llm", "endpoint": fakes.llm}]),
-        "AIBOT_OBSERVABILITY__LOG_LEVEL": "WARNING",
-        # A load test from one address: the per-IP limit (100/s) would measure itself, not the pipeline.
-        "AIBOT_SECURITY__RATE_LIMIT__ENABLED": "false",
-    }
-    supervisor = Supervisor(log_dir=Path(tempfile.mkdtemp(prefix="aibot-bench-")), env=env)
-    supervisor.add("ingress-telegram", ingress_port)
-    for _ in range(args.replicas):
-        # Each replica its own admin API port: two on one host cannot share the default.
-        supervisor.add("core-llm", free_port(), env={"AIBOT_ACCESS__ADMIN_PORT": str(free_port())})
-        supervisor.add("renderer", free_port())
+    supervisor = text_pipeline(
+        bootstrap,
+        fakes.telegram,
+        fakes.token,
+        {"name": "fake", "type": "llm", "endpoint": fakes.llm},
+        replicas=args.replicas,
+        AIBOT_TELEGRAM__MESSAGES_PER_SECOND=str(args.telegram_rate),
+    )
     supervisor.start()
     try:
         supervisor.wait_ready(300)

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-from aibot_cli.supervisor import Supervisor
-from aibot_common.testing.broker import free_port, test_broker
+from text_pipeline import text_pipeline
+
+from aibot_common.testing.broker import test_broker
 from aibot_fakes.llm import FakeLLM
 from aibot_fakes.telegram import FakeTelegram
 from aibot_fakes.telegram_flood import FloodLimits
@@ -94,23 +92,8 @@ async def main(args: argparse.Namespace) -> None:
         llm = TimedLLM(chunk_delay_s=args.word_delay)
         await telegram.start()
         await llm.start()
-        ingress_port = free_port()
-        env = {
-            "AIBOT_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "AIBOT_TELEGRAM__BOT_TOKEN": telegram.token,
-            "AIBOT_TELEGRAM__API_BASE_URL": telegram.url,
-            "AIBOT_TELEGRAM__WEBHOOK__URL": f"http://127.0.0.1:{ingress_port}/telegram/webhook",
-            "AIBOT_TELEGRAM__WEBHOOK__SECRET_TOKEN": "bench-secret",
-            "AIBOT_MODELS": json.dumps([{"name": "fake", "type": "llm", "endpoint": llm.endpoint, "max_tokens": 4096}]),
-            "AIBOT_OBSERVABILITY__LOG_LEVEL": "WARNING",
-            # A load test from one address: the per-IP limit (100/s) would measure itself, not the pipeline.
-            "AIBOT_SECURITY__RATE_LIMIT__ENABLED": "false",
-        }
-        logs = Path(tempfile.mkdtemp(prefix="aibot-bench-"))
-        supervisor = Supervisor(log_dir=logs, env=env)
-        supervisor.add("ingress-telegram", ingress_port)
-        supervisor.add("core-llm", free_port(), env={"AIBOT_ACCESS__ADMIN_PORT": str(free_port())})
-        supervisor.add("renderer", free_port())
+        model = {"name": "fake", "type": "llm", "endpoint": llm.endpoint, "max_tokens": 4096}
+        supervisor = text_pipeline(bootstrap, telegram.url, telegram.token, model)
         supervisor.start()
         try:
             await asyncio.to_thread(supervisor.wait_ready, 400)

@@ -253,6 +253,16 @@ InsecureOverride = Literal[
 ]
 
 
+def _networks_named(key: str, value: list[str]) -> list[str]:
+    """The list as it is when every item is an IP address or CIDR; else an error naming the key."""
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{key}: {item!r} is not an IP address or CIDR") from None
+    return value
+
+
 class RateLimitSettings(_Section):
     """Per client IP, on every path except /healthz, /readyz and /metrics (a token bucket)."""
 
@@ -270,12 +280,7 @@ class RateLimitSettings(_Section):
     @field_validator("exempt_networks")
     @classmethod
     def _exempt_networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"security.rate_limit.exempt_networks: {item!r} is not an IP or CIDR") from exc
-        return value
+        return _networks_named("security.rate_limit.exempt_networks", value)
 
 
 class SecuritySettings(_Section):
@@ -292,12 +297,7 @@ class SecuritySettings(_Section):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"security.trusted_proxies: {item!r} is not an IP address or CIDR") from None
-        return value
+        return _networks_named("security.trusted_proxies", value)
 
 
 PiiKind = Literal["phone", "email", "id_card", "bank_card", "api_key"]

@@ -831,7 +831,8 @@ class FakeTelegram(PlatformFake):
         self._record_sent("sendMessage", params, stored)
         return stored
 
-    async def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _editable(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The bot's own message an edit names, as Telegram finds it (or refuses to)."""
         if params.get("inline_message_id"):
             raise bad_request("MESSAGE_ID_INVALID")  # the fake has no inline mode
         chat = self._chat_for_bot(params)
@@ -842,6 +843,10 @@ class FakeTelegram(PlatformFake):
             raise bad_request("message to edit not found")
         if key not in self._bot_messages:
             raise bad_request("message can't be edited")
+        return stored
+
+    async def _edit_message_text(self, params: dict[str, Any]) -> dict[str, Any]:
+        stored = self._editable(params)
         plain, entities = self._formatted(params)
         markup = self._inline_markup(params)
         if plain == stored["text"] and entities == stored.get("entities", []) and markup == stored.get("reply_markup"):
@@ -859,17 +864,8 @@ class FakeTelegram(PlatformFake):
         return copy.deepcopy(stored)
 
     async def _edit_message_reply_markup(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Only the buttons change (none given: the keyboard goes); recorded in `sent` like an edit."""
-        if params.get("inline_message_id"):
-            raise bad_request("MESSAGE_ID_INVALID")
-        chat = self._chat_for_bot(params)
-        message_id = require_int(params, "message_id")
-        key = (chat["id"], message_id)
-        stored = self._messages.get(key)
-        if stored is None:
-            raise bad_request("message to edit not found")
-        if key not in self._bot_messages:
-            raise bad_request("message can't be edited")
+        """Only the buttons change (none given: the keyboard goes); recorded in `markup_edits`."""
+        stored = self._editable(params)
         markup = self._inline_markup(params)
         if markup == stored.get("reply_markup"):
             raise bad_request(_NOT_MODIFIED)

@@ -95,10 +95,7 @@ class RequestModel:
                 continue
             try:
                 completion = await self._try(model, messages, on_text, remaining)
-            except BaseException as exc:
-                if not isinstance(exc, LLMError):
-                    breaker.released()
-                    raise
+            except LLMError as exc:
                 if not exc.retryable:
                     breaker.succeeded()  # it answered: a bad request is not an outage
                     raise
@@ -108,6 +105,9 @@ class RequestModel:
                 log.warning("model %s failed (%s); trying the next", model.name, exc)
                 last = exc
                 continue
+            except BaseException:
+                breaker.released()  # cancelled (a stop, a shutdown) or an unexpected error: no verdict
+                raise
             breaker.succeeded()
             telemetry.LLM_BREAKER_OPEN.labels(model=model.name).set(0)
             self.name = model.name

@@ -70,12 +70,20 @@ def restore_envelope(envelope: Envelope, values: dict[str, str]) -> Envelope:
 FORGOTTEN_TEXT = "Done: I have erased our conversation and everything I kept about it."
 
 
-def erase(envelope: Envelope) -> Outcome | None:
-    """A tombstone for an erasure request or `/forget`; None for any other message."""
+# Answers a refusal for a `/forget` its sender may not give, or None (the access gate's may_forget).
+MayForget = Callable[[Envelope], str | None]
+
+
+def erase(envelope: Envelope, may_forget: MayForget | None = None) -> Outcome | None:
+    """A tombstone for an erasure request or `/forget` (or the refusal `may_forget` gives its
+    sender); None for any other message."""
     if is_erasure_request(envelope):
         log.info("conversation erased on request", extra={"requested_by": envelope.meta.get("erase")})
         return Outcome(state=TOMBSTONE)
     if _is_forget(envelope):
+        refusal = may_forget(envelope) if may_forget is not None else None
+        if refusal is not None:
+            return Outcome(emit=[reply(envelope, refusal)])
         log.info("conversation erased by /forget")
         return Outcome(emit=[reply(envelope, FORGOTTEN_TEXT)], state=TOMBSTONE)
     return None
@@ -84,9 +92,6 @@ def erase(envelope: Envelope) -> Outcome | None:
 def _is_forget(envelope: Envelope) -> bool:
     words = envelope.text().split()
     return bool(words) and words[0].lower() == FORGET_COMMAND
-
-
-MayForget = Callable[[Envelope], str | None]
 
 
 def guard(
@@ -119,11 +124,7 @@ def _guard(
     handler: Handler, config: PrivacySettings, seen: dict[str, str] | None, may_forget: MayForget | None
 ) -> Handler:
     async def guarded(envelope: Envelope, stored: Any) -> Outcome:
-        if may_forget is not None and not is_erasure_request(envelope) and _is_forget(envelope):
-            refusal = may_forget(envelope)
-            if refusal is not None:
-                return Outcome(emit=[reply(envelope, refusal)])
-        erased = erase(envelope)
+        erased = erase(envelope, may_forget)
         if erased is not None:
             return erased
         if config.mode == "off":
